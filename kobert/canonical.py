@@ -48,6 +48,8 @@ ENCODER_TABLE: tuple[tuple[str, str, tuple[str, ...], bool, str], ...] = (
     ("pooler.bias", "pooler.dense.bias", ("hidden",), False, ""),
 )
 
+# The pooler rows exist only for heads that use a pooler (`KoBertConfig.has_pooler`):
+# transformers builds token-classification and QA models without one.
 # Head rows use full Hugging Face names (heads sit beside "bert.", not inside it).
 # sequence_classification reads pooler_output; token_classification and
 # question_answering read last_hidden_state. QA's 2 labels are (start, end).
@@ -88,6 +90,8 @@ def weight_table(config: KoBertConfig) -> list[tuple[str, str, tuple[int, ...], 
     dims = _dims(config)
     rows = []
     for canonical, hf, shape, transpose, _ in ENCODER_TABLE:
+        if canonical.startswith("pooler.") and not config.has_pooler:
+            continue
         concrete = tuple(dims[d] for d in shape)
         if "{i}" in canonical:
             for i in range(config.num_hidden_layers):
@@ -135,6 +139,8 @@ class CanonicalWeights:
             raise CheckpointError(f"{source}: missing tensors: {shown}")
         # Buffers and the pretraining (MLM/NSP) heads carry nothing an encoder export needs.
         ignorable = ("cls.", "bert.embeddings.position_ids", "bert.embeddings.token_type_ids")
+        if not config.has_pooler:  # a pooler left over from pretraining is unused by these heads
+            ignorable += ("bert.pooler.",)
         unexpected = sorted(k for k in state.keys() - expected if not k.startswith(ignorable))
         if unexpected:
             shown = ", ".join(unexpected[:5]) + (f" and {len(unexpected) - 5} more" if len(unexpected) > 5 else "")

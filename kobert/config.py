@@ -69,13 +69,19 @@ class KoBertConfig:
         return self.hidden_size // self.num_attention_heads
 
     @property
+    def has_pooler(self) -> bool:
+        """transformers builds token-classification and QA models without a pooler, so they have none."""
+        return self.head in ("none", "sequence_classification")
+
+    @property
     def output_names(self) -> tuple[str, ...]:
         """Output names, identical in every framework, in output order."""
-        if self.head == "none":
-            return ("last_hidden_state", "pooler_output")
+        names = ("last_hidden_state", "pooler_output") if self.has_pooler else ("last_hidden_state",)
         if self.head == "question_answering":
-            return ("last_hidden_state", "pooler_output", "start_logits", "end_logits")
-        return ("last_hidden_state", "pooler_output", "logits")
+            return names + ("start_logits", "end_logits")
+        if self.head != "none":
+            return names + ("logits",)
+        return names
 
     def with_head(self, head: str, num_labels: int = 0) -> "KoBertConfig":
         return dataclasses.replace(self, head=head, num_labels=num_labels if head != "none" else 0)

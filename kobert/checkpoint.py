@@ -1,0 +1,250 @@
+"""Load any KoBERT checkpoint into the canonical weight set.
+
+Three kinds of source are accepted:
+
+- a Hugging Face directory: `config.json` + `model.safetensors` or `pytorch_model.bin`
+  (`BertModel` or a `BertFor...` head);
+- a hub id such as `skt/kobert-base-v1`, downloaded with huggingface_hub (and its cache);
+- KoBERT's legacy PyTorch state dict (`pytorch_kobert_2439f391a6.params`), whose old
+  pytorch-pretrained-bert names (`LayerNorm.gamma`, no `bert.` prefix) are mapped onto
+  the Hugging Face names.
+
+Nothing is unpickled: safetensors, or `torch.load(weights_only=True)`.
+This module imports no framework at import time; torch is imported only to read
+`.bin`/legacy files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kobert.canonical import CanonicalWeights, CheckpointError, weight_table
+from kobert.config import KoBertConfig
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+HEAD_PREFIXES = ("classifier.", "qa_outputs.", "cls.")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass
+class LoadedCheckpoint:
+    weights: CanonicalWeights
+    source: dict = field(default_factory=dict)  # kind, location, files with sha256
+
+    @property
+    def config(self) -> KoBertConfig:
+        return self.weights.config
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --- reading raw tensors -----------------------------------------------------
+
+
+def read_tensors(path: Path) -> dict[str, np.ndarray]:
+    """A state dict from safetensors or a torch file, without unpickling code."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    return _read_torch(path)
+
+
+def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="np") as f:
+            return {name: f.get_tensor(name) for name in f.keys()}
+    except Exception as e:  # SafetensorError, header parse errors, truncation
+        raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt?): {e}") from None
+
+
+def _read_torch(path: Path) -> dict[str, np.ndarray]:
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch state dict (truncated, corrupt or unsafe pickle?): {first_line}") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: expected a dict of tensors (a state dict)")
+    return {name: t.detach().float().numpy() if t.is_floating_point() else t.numpy() for name, t in state.items()}
+
+
+# --- name normalisation ------------------------------------------------------
+
+
+def to_hf_names(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Map BertModel, BertFor... and legacy pytorch-pretrained-bert names onto `bert.`-prefixed HF names."""
+    out = {}
+    for name, array in state.items():
+        name = name.removeprefix("module.")  # saved from DataParallel
+        name = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", name)
+        name = re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", name)
+        if not name.startswith("bert.") and not name.startswith(HEAD_PREFIXES):
+            name = "bert." + name
+        out[name] = array
+    return out
+
+
+def infer_config(state: dict[str, np.ndarray], source: str) -> KoBertConfig:
+    """A config for a legacy state dict, which ships without config.json."""
+    try:
+        vocab, hidden = state["bert.embeddings.word_embeddings.weight"].shape
+        positions = state["bert.embeddings.position_embeddings.weight"].shape[0]
+        types = state["bert.embeddings.token_type_embeddings.weight"].shape[0]
+        ffn = state["bert.encoder.layer.0.intermediate.dense.weight"].shape[0]
+    except KeyError as e:
+        raise CheckpointError(f"{source}: not a BERT state dict (no {e.args[0]})") from None
+    layers = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"bert\.encoder\.layer\.(\d+)\.", k)))
+    # Head count is not recorded in the weights; BERT-family models use 64-wide heads.
+    return KoBertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=max(1, hidden // 64), intermediate_size=ffn,
+                        max_position_embeddings=positions, type_vocab_size=types)
+
+
+# --- sources -----------------------------------------------------------------
+
+
+def download_from_hub(repo_id: str) -> Path:
+    """Snapshot a hub repo (config, weights, tokenizer files) into the huggingface_hub cache."""
+    from huggingface_hub import snapshot_download
+
+    patterns = ["config.json", "*.safetensors", "pytorch_model.bin", "tokenizer*", "*.model", "*.spiece",
+                "special_tokens_map.json", "vocab.txt"]
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{repo_id}: could not fetch from the Hugging Face hub (offline, or no such repo?): {reason}") from None
+
+
+def resolve(src: str | Path) -> tuple[Path, str]:
+    """(local path, kind) for a checkpoint reference: 'hf_dir', 'legacy' or 'hub'."""
+    path = Path(src)
+    if path.is_dir():
+        return path, "hf_dir"
+    if path.is_file():
+        return path, "legacy"
+    if isinstance(src, str) and HUB_ID.match(src) and not src.startswith((".", "/")):
+        return download_from_hub(src), "hub"
+    raise CheckpointError(f"{src}: no such file or directory, and not a hub id (owner/name)")
+
+
+def load_checkpoint(src: str | Path) -> LoadedCheckpoint:
+    """Any supported checkpoint -> validated canonical weights and a record of where they came from."""
+    path, kind = resolve(src)
+    if path.is_dir():
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise CheckpointError(f"{path}: no config.json (not a Hugging Face checkpoint directory)")
+        weight_file = next((path / f for f in WEIGHT_FILES if (path / f).is_file()), None)
+        if weight_file is None:
+            raise CheckpointError(f"{path}: no weights ({' or '.join(WEIGHT_FILES)})")
+        try:
+            config = KoBertConfig.from_file(config_file)
+        except ValueError as e:
+            raise CheckpointError(str(e)) from None
+        state = to_hf_names(read_tensors(weight_file))
+        files = [config_file, weight_file]
+    else:
+        state = to_hf_names(read_tensors(path))
+        config = infer_config(state, str(path))
+        weight_file, files = path, [path]
+    weights = CanonicalWeights.from_hf_state_dict(config, state, source=str(weight_file))
+    source = {"kind": kind, "location": str(src), "pad_token_id": config.pad_token_id,
+              "sha256": {f.name: sha256_file(f) for f in files}}
+    return LoadedCheckpoint(weights, source)
+
+
+# --- transformers models (the independent reference) --------------------------
+
+
+def build_reference_model(weights: CanonicalWeights):
+    """A transformers model (eager attention, eval mode) holding exactly these weights."""
+    import torch
+    import transformers
+
+    config = weights.config
+    model_class = getattr(transformers, {"none": "BertModel",
+                                         "sequence_classification": "BertForSequenceClassification",
+                                         "token_classification": "BertForTokenClassification",
+                                         "question_answering": "BertForQuestionAnswering"}[config.head])
+    hf_config = transformers.BertConfig(**config.to_hf_dict())
+    model = model_class._from_config(hf_config, attn_implementation="eager")
+    state = weights.to_hf_state_dict()
+    if config.head == "none":  # BertModel's own names have no "bert." prefix
+        state = {k.removeprefix("bert."): v for k, v in state.items()}
+    missing, unexpected = model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=False)
+    missing = [k for k in missing if not k.endswith(("position_ids", "token_type_ids"))]
+    if missing or unexpected:
+        raise CheckpointError(f"reference model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return model.eval()
+
+
+def load_reference_model(src: str | Path):
+    """`kobert.get_kobert_model`: a transformers model for a checkpoint dir, hub id or legacy file."""
+    return build_reference_model(load_checkpoint(src).weights)
+
+
+def init_checkpoint(config: KoBertConfig, out: str | Path, seed: int = 0) -> Path:
+    """Write a deterministic random-init Hugging Face checkpoint (safetensors) for tests and benchmarks.
+
+    LayerNorm scales/shifts and biases are drawn at random too (transformers
+    initialises them to 1 and 0), so a transposed or skipped tensor in an
+    exporter cannot hide behind a neutral value.
+    """
+    rng = np.random.default_rng(seed)
+    state = {}
+    for canonical, hf, shape, transpose in weight_table(config):
+        base = 1.0 if canonical.endswith(".gamma") else 0.0
+        array = base + (0.1 if canonical.endswith(".gamma") else 0.02) * rng.standard_normal(shape)
+        state[hf] = np.ascontiguousarray((array.T if transpose else array).astype(np.float32))
+    weights = CanonicalWeights.from_hf_state_dict(config, state, source=f"init(seed={seed})")
+    save_hf_checkpoint(weights, out)
+    return Path(out)
+
+
+def save_hf_checkpoint(weights: CanonicalWeights, out: str | Path) -> Path:
+    """config.json + model.safetensors, loadable with plain transformers `AutoModel...from_pretrained`."""
+    from safetensors.numpy import save_file
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = weights.to_hf_state_dict()
+    if weights.config.head == "none":
+        state = {k.removeprefix("bert."): v for k, v in state.items()}
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    (out / "config.json").write_text(weights.config.to_json(), encoding="utf-8")
+    return out
+
+
+def summarize(loaded: LoadedCheckpoint) -> dict:
+    """What `kobert inspect` prints."""
+    config = loaded.config
+    return {
+        "source": loaded.source,
+        "head": config.head,
+        "num_labels": config.num_labels,
+        "parameters": loaded.weights.num_parameters,
+        "pad_token_id": config.pad_token_id,
+        "config": config.to_hf_dict(),
+        "fingerprint": loaded.weights.fingerprint(),
+    }

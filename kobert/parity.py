@@ -1,0 +1,220 @@
+"""The parity engine: pure numpy, knows no framework.
+
+It receives outputs (dicts of arrays by output name), compares them with the
+reference and returns report objects; printing and exit codes belong to the CLI.
+
+What is compared, per golden case:
+- `last_hidden_state` and per-token logits (`logits` of token classification,
+  `start_logits`, `end_logits`) on valid positions only (attention_mask == 1):
+  padded positions carry no meaning, and frameworks may differ there;
+- `pooler_output` and sequence logits in full.
+Figures: max-abs, mean-abs, max-rel (= max-abs / max |reference|, the error
+relative to the output's own scale) and the minimum cosine similarity over rows
+(tokens or sequences).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+
+import numpy as np
+
+# fp32 hard failure above this max-abs; the target is 1e-5.
+FP32_TOLERANCE = 1e-4
+PER_TOKEN_OUTPUTS = ("last_hidden_state", "start_logits", "end_logits")
+
+
+@dataclass
+class OutputStats:
+    max_abs: float = 0.0
+    mean_abs: float = 0.0
+    max_rel: float = 0.0
+    min_cosine: float = 1.0
+    values: int = 0
+
+    def merge(self, other: "OutputStats") -> "OutputStats":
+        total = self.values + other.values
+        mean = (self.mean_abs * self.values + other.mean_abs * other.values) / max(total, 1)
+        return OutputStats(max(self.max_abs, other.max_abs), mean, max(self.max_rel, other.max_rel),
+                           min(self.min_cosine, other.min_cosine), total)
+
+
+@dataclass
+class ArtifactParity:
+    artifact: str
+    runtime: str
+    outputs: dict[str, OutputStats] = field(default_factory=dict)
+    checks: dict[str, str] = field(default_factory=dict)  # check name -> "ok" or what failed
+    tolerance: float = FP32_TOLERANCE
+    error: str = ""
+
+    @property
+    def failures(self) -> list[str]:
+        found = [f"{self.artifact}: {self.error}"] if self.error else []
+        found += [f"{self.artifact}.{name}: max-abs {s.max_abs:.2e} > {self.tolerance:.0e}"
+                  for name, s in self.outputs.items() if not s.max_abs <= self.tolerance]
+        found += [f"{self.artifact}: {name}: {result}" for name, result in self.checks.items() if result != "ok"]
+        return found
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict:
+        return {"runtime": self.runtime, "passed": self.passed, "tolerance": self.tolerance,
+                "outputs": {k: asdict(v) for k, v in self.outputs.items()}, "checks": self.checks,
+                **({"error": self.error} if self.error else {})}
+
+
+@dataclass
+class ParityReport:
+    artifacts: dict[str, ArtifactParity] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.artifacts) and all(a.passed for a in self.artifacts.values())
+
+    @property
+    def failures(self) -> list[str]:
+        return [f for a in self.artifacts.values() for f in a.failures]
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, "tolerance": FP32_TOLERANCE,
+                "artifacts": {name: a.to_dict() for name, a in self.artifacts.items()}}
+
+    def table(self) -> str:
+        """Markdown table: one row per artifact x output."""
+        rows = ["| artifact | runtime | output | max-abs | mean-abs | max-rel | min cosine | result |",
+                "|---|---|---|---|---|---|---|---|"]
+        for name, a in self.artifacts.items():
+            if a.error:
+                rows.append(f"| {name} | {a.runtime} | - | - | - | - | - | FAIL: {a.error} |")
+            for output, s in a.outputs.items():
+                verdict = "ok" if s.max_abs <= a.tolerance else "FAIL"
+                rows.append(f"| {name} | {a.runtime} | {output} | {s.max_abs:.2e} | {s.mean_abs:.2e} | "
+                            f"{s.max_rel:.2e} | {s.min_cosine:.7f} | {verdict} |")
+            for check, result in a.checks.items():
+                rows.append(f"| {name} | {a.runtime} | {check} | | | | | {result} |")
+        return "\n".join(rows)
+
+
+# --- comparing arrays ---------------------------------------------------------
+
+
+def _rows(array: np.ndarray, output: str, mask: np.ndarray) -> np.ndarray:
+    """The rows to compare: valid token vectors for per-token outputs, whole rows otherwise."""
+    per_token = output in PER_TOKEN_OUTPUTS or (output == "logits" and array.ndim == 3)
+    if per_token:
+        valid = mask.astype(bool)
+        selected = array[valid]
+        return selected.reshape(len(selected), -1)
+    return array.reshape(array.shape[0], -1)
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray, output: str, attention_mask: np.ndarray) -> OutputStats:
+    reference = np.asarray(reference, dtype=np.float64)
+    candidate = np.asarray(candidate, dtype=np.float64)
+    if reference.shape != candidate.shape:
+        return OutputStats(max_abs=float("inf"), mean_abs=float("inf"), max_rel=float("inf"), min_cosine=-1.0)
+    ref, cand = _rows(reference, output, attention_mask), _rows(candidate, output, attention_mask)
+    if ref.size == 0:
+        return OutputStats()
+    diff = np.abs(ref - cand)
+    if not np.all(np.isfinite(cand)):
+        return OutputStats(max_abs=float("inf"), mean_abs=float("inf"), max_rel=float("inf"), min_cosine=-1.0, values=ref.size)
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
+    cosine = np.where(norms > 0, (ref * cand).sum(axis=1) / np.maximum(norms, 1e-30), 1.0)
+    scale = max(float(np.abs(ref).max()), 1e-30)
+    return OutputStats(max_abs=float(diff.max()), mean_abs=float(diff.mean()),
+                       max_rel=float(diff.max() / scale), min_cosine=float(cosine.min()), values=int(ref.size))
+
+
+def compare_all(reference: dict, candidate: dict, attention_mask: np.ndarray, into: dict[str, OutputStats]) -> None:
+    for name, ref in reference.items():
+        if name not in candidate:
+            into[name] = OutputStats(max_abs=float("inf"), mean_abs=float("inf"), max_rel=float("inf"), min_cosine=-1.0)
+            continue
+        stats = compare(ref, candidate[name], name, attention_mask)
+        into[name] = into[name].merge(stats) if name in into else stats
+
+
+# --- golden inputs --------------------------------------------------------------
+
+
+@dataclass
+class GoldenCase:
+    name: str
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+    token_type_ids: np.ndarray
+
+    def inputs(self) -> dict[str, np.ndarray]:
+        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "token_type_ids": self.token_type_ids}
+
+
+def golden_cases(vocab_size: int = 8002, max_length: int = 512, tokenizer=None) -> list[GoldenCase]:
+    """The golden inputs stored in the repo, fitted to a model's vocabulary and positions.
+
+    Ids at or above a smaller vocabulary wrap into it (specials 0-4 stay);
+    cases longer than the model's positions are cut to fit. With a tokenizer,
+    the stored Korean texts are encoded too (single sentences and a pair).
+    """
+    stored = json.loads(resources.files("kobert").joinpath("assets/golden_inputs.json").read_text(encoding="utf-8"))
+    cases = []
+    for case in stored["cases"]:
+        arrays = [np.asarray(case[k], dtype=np.int64)[:, :max_length] for k in ("input_ids", "attention_mask", "token_type_ids")]
+        ids = arrays[0]
+        ids = np.where(ids >= vocab_size, 5 + (ids - 5) % max(vocab_size - 5, 1), ids)
+        cases.append(GoldenCase(case["name"], ids, arrays[1], arrays[2]))
+    if tokenizer is not None:
+        texts = stored["texts"]
+        for name, first, second in (("korean_texts", texts, None), ("korean_pairs", texts[:3], texts[3:6])):
+            encoded = tokenizer(first, second, padding=True, truncation=True, max_length=max_length, return_tensors="np")
+            cases.append(GoldenCase(name, encoded["input_ids"].astype(np.int64), encoded["attention_mask"].astype(np.int64),
+                                    encoded["token_type_ids"].astype(np.int64)))
+    return cases
+
+
+# --- checking one runtime ---------------------------------------------------------
+
+
+def check_runtime(artifact: str, runtime, reference: dict[str, dict[str, np.ndarray]], cases: list[GoldenCase],
+                  tolerance: float = FP32_TOLERANCE) -> ArtifactParity:
+    """Compare a runtime (anything with `.name` and `.run(**inputs)`) against reference outputs.
+
+    Besides the per-output figures: batch invariance (each row of the largest
+    batch run alone gives what it gave inside the batch) and determinism (the
+    same input twice gives bit-identical output).
+    """
+    result = ArtifactParity(artifact, runtime.name, tolerance=tolerance)
+    try:
+        first_outputs = {}
+        for case in cases:
+            outputs = runtime.run(**case.inputs())
+            first_outputs[case.name] = outputs
+            compare_all(reference[case.name], outputs, case.attention_mask, result.outputs)
+        batch_case = max(cases, key=lambda c: c.input_ids.shape[0])
+        result.checks["batch_invariance"] = _batch_invariance(runtime, batch_case, first_outputs[batch_case.name], tolerance)
+        again = runtime.run(**batch_case.inputs())
+        identical = all(np.array_equal(again[k], first_outputs[batch_case.name][k]) for k in again)
+        result.checks["determinism"] = "ok" if identical else "same input twice gave different outputs"
+    except Exception as e:  # a runtime that cannot run the inputs fails parity, with the reason
+        result.error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+    return result
+
+
+def _batch_invariance(runtime, case: GoldenCase, batched: dict[str, np.ndarray], tolerance: float) -> str:
+    worst = 0.0
+    for row in range(case.input_ids.shape[0]):
+        length = int(case.attention_mask[row].sum()) or 1
+        alone = runtime.run(case.input_ids[row:row + 1, :length], case.attention_mask[row:row + 1, :length],
+                            case.token_type_ids[row:row + 1, :length])
+        for name, value in alone.items():
+            inside = batched[name][row:row + 1]
+            if value.ndim >= 2 and inside.shape[1:2] != value.shape[1:2] and name in PER_TOKEN_OUTPUTS + ("logits",):
+                inside = inside[:, :length]
+            stats = compare(inside, value, name, case.attention_mask[row:row + 1, :length])
+            worst = max(worst, stats.max_abs)
+    return "ok" if worst <= tolerance else f"a row alone differs from the same row in a batch by {worst:.2e}"

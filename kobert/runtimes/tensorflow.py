@@ -1,0 +1,30 @@
+"""TensorFlow runtime: runs the SavedModel's `serving_default` signature. No model logic here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from kobert.runtimes.base import Runtime
+
+
+class TensorFlowRuntime(Runtime):
+    name = "tf"
+    default_artifact = "tf"
+
+    def _open(self, files: list[Path]) -> None:
+        signature_name = self.entry.get("signature", "serving_default")
+        self._model = tf.saved_model.load(str(files[0]))  # keeps the variables alive
+        try:
+            self._signature = self._model.signatures[signature_name]
+        except KeyError:
+            raise ValueError(f"{files[0]}: SavedModel has no signature {signature_name!r}; "
+                             f"it has {', '.join(self._model.signatures) or 'none'}") from None
+        self._input_dtypes = {spec["name"]: tf.as_dtype(spec["dtype"]) for spec in self.entry["inputs"]}
+
+    def _forward(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = {name: tf.constant(array, dtype=self._input_dtypes[name]) for name, array in inputs.items()}
+        outputs = self._signature(**feeds)
+        return {name: outputs[name].numpy().astype(np.float32, copy=False) for name in self.output_names}
