@@ -52,18 +52,22 @@ HEADS = [("none", 0), ("sequence_classification", 2), ("sequence_classification"
 class Reference:
     config: KoBertConfig
     model: torch.nn.Module  # BertModel or BertFor...
-    encoder: torch.nn.Module  # a BertModel with a pooler (token/QA heads have none in HF)
     weights: CanonicalWeights
 
     @torch.no_grad()
     def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds = {k: torch.from_numpy(v.astype(np.int64)) for k, v in inputs.items()}
-        base = self.encoder(**feeds)
-        out = {"last_hidden_state": base.last_hidden_state.numpy(), "pooler_output": base.pooler_output.numpy()}
+        bert = self.model if self.config.head == "none" else self.model.bert
+        base = bert(**feeds)
+        out = {"last_hidden_state": base.last_hidden_state.numpy()}
+        if self.config.has_pooler:
+            out["pooler_output"] = base.pooler_output.numpy()
         if self.config.head != "none":
             head = self.model(**feeds)
-            for name in self.config.output_names[2:]:
-                out[name] = getattr(head, name).numpy()
+            for name in self.config.output_names:
+                if name not in out:
+                    out[name] = getattr(head, name).numpy()
+        assert list(out) == list(self.config.output_names)
         return out
 
 
@@ -83,20 +87,11 @@ def _redraw(module: torch.nn.Module, generator: torch.Generator) -> None:
 
 def build_reference(config: KoBertConfig, seed: int = 0) -> Reference:
     hf_config = transformers.BertConfig(**config.to_hf_dict())
-    generator = torch.Generator().manual_seed(seed)
     model = HEAD_CLASSES[config.head].from_config(hf_config, attn_implementation="eager").eval()
-    _redraw(model, generator)
-    bert = model if config.head == "none" else model.bert
-    if bert.pooler is not None:
-        encoder = bert
-    else:  # BertForTokenClassification / QuestionAnswering drop the pooler; kobert exports one
-        encoder = transformers.AutoModel.from_config(hf_config, attn_implementation="eager").eval()
-        _redraw(encoder, generator)
-        encoder.load_state_dict(bert.state_dict(), strict=False)
+    _redraw(model, torch.Generator().manual_seed(seed))
     prefix = "bert." if config.head == "none" else ""  # canonical names are BertFor...'s
     state = {prefix + k: v.numpy() for k, v in model.state_dict().items()}
-    state.update({f"bert.{k}": v.numpy() for k, v in encoder.state_dict().items() if k.startswith("pooler.")})
-    return Reference(config, model, encoder, CanonicalWeights.from_hf_state_dict(config, state))
+    return Reference(config, model, CanonicalWeights.from_hf_state_dict(config, state))
 
 
 def make_inputs(lengths: list[int], total: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -205,8 +200,8 @@ def test_savedmodel_signature_and_variables(exported):
     assert set(signature.structured_outputs) == set(exported.reference.config.output_names)
     # Weights live in the checkpoint as variables, one per canonical tensor, not folded constants.
     weights = exported.reference.weights
-    assert len(loaded.variables) == len(weights.tensors)
-    assert sum(int(np.prod(v.shape)) for v in loaded.variables) == weights.num_parameters
+    assert len(signature.variables) == len(weights.tensors)
+    assert sum(int(np.prod(v.shape)) for v in signature.variables) == weights.num_parameters
 
 
 def test_fully_padded_row_matches_transformers(exported):

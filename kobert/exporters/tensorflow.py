@@ -1,7 +1,7 @@
 """KoBERT in native TensorFlow 2, built from a `CanonicalWeights`, saved as a SavedModel.
 
 The whole model reads top to bottom in this file: embeddings, post-LN encoder
-layers, pooler, task head. It reproduces Hugging Face `BertModel` /
+layers, pooler (for the heads that have one), task head. It reproduces Hugging Face `BertModel` /
 `BertFor...` in eval mode (no dropout). Every weight is a `tf.Variable`, so the
 SavedModel is self-contained: it loads with plain TensorFlow,
 
@@ -117,11 +117,12 @@ class KoBertTF(tf.Module):
         x = self.embeddings(input_ids, token_type_ids)
         for i in range(c.num_hidden_layers):
             x = self.ffn(i, self.attention(i, x, mask_bias))
-        pooled = tf.tanh(dense(x[:, 0], self.w("pooler.kernel"), self.w("pooler.bias")))
+        outputs = {"last_hidden_state": x}
+        if c.has_pooler:  # transformers' token-classification and QA models have no pooler
+            outputs["pooler_output"] = tf.tanh(dense(x[:, 0], self.w("pooler.kernel"), self.w("pooler.bias")))
 
-        outputs = {"last_hidden_state": x, "pooler_output": pooled}
         if c.head == "sequence_classification":
-            outputs["logits"] = dense(pooled, self.w("head.kernel"), self.w("head.bias"))
+            outputs["logits"] = dense(outputs["pooler_output"], self.w("head.kernel"), self.w("head.bias"))
         elif c.head == "token_classification":
             outputs["logits"] = dense(x, self.w("head.kernel"), self.w("head.bias"))
         elif c.head == "question_answering":
