@@ -19,7 +19,8 @@ The artifact needs no kobert to run::
 Semantics follow transformers' BertModel / BertFor... in eval mode: post-LN
 layers, exact erf GELU, an additive attention mask of (1 - mask) * float32.min
 (SKT's MXNet example ignored the mask; padded positions here never influence
-valid ones), pooler = tanh(dense(h[:, 0])).
+valid ones), pooler = tanh(dense(h[:, 0])) for the heads that have one
+(`config.has_pooler`; transformers' token-classification and QA models have none).
 """
 
 from __future__ import annotations
@@ -179,7 +180,7 @@ if __name__ == "__main__" or "mxnet" in sys.modules:
             return self.ffn(self.attention(x, mask_bias))
 
     class KoBert(HybridBlock):
-        """The encoder, the pooler and the task head; outputs in `config.output_names` order."""
+        """The encoder, the pooler (if the head has one) and the task head; outputs in `config.output_names` order."""
 
         def __init__(self, config, **kwargs):
             super().__init__(**kwargs)
@@ -191,7 +192,9 @@ if __name__ == "__main__" or "mxnet" in sys.modules:
                 with self.layers.name_scope():
                     for i in range(config.num_hidden_layers):
                         self.layers.add(EncoderLayer(config, prefix=f"layer{i}_"))
-                self.pooler = nn.Dense(hidden, in_units=hidden, activation="tanh", prefix="pooler_")
+                # transformers builds token-classification and QA models without a pooler.
+                if config.has_pooler:
+                    self.pooler = nn.Dense(hidden, in_units=hidden, activation="tanh", prefix="pooler_")
                 if config.head == "sequence_classification":
                     self.head = nn.Dense(config.num_labels, in_units=hidden, prefix="head_")
                 elif config.head in ("token_classification", "question_answering"):
@@ -203,17 +206,17 @@ if __name__ == "__main__" or "mxnet" in sys.modules:
             x = self.embeddings(input_ids, token_type_ids)
             for layer in self.layers:
                 x = layer(x, mask_bias)
+            head = self.config.head
+            if head == "token_classification":
+                return x, self.head(x)  # (B, T, labels)
+            if head == "question_answering":
+                start, end = F.split(self.head(x), num_outputs=2, axis=-1, squeeze_axis=True)  # (B, T) each
+                return x, start, end
             first = F.squeeze(F.slice_axis(x, axis=1, begin=0, end=1), axis=1)  # h[:, 0]: (B, H)
             pooled = self.pooler(first)
-            head = self.config.head
-            if head == "none":
-                return x, pooled
             if head == "sequence_classification":
                 return x, pooled, self.head(pooled)  # (B, labels)
-            if head == "token_classification":
-                return x, pooled, self.head(x)  # (B, T, labels)
-            start, end = F.split(self.head(x), num_outputs=2, axis=-1, squeeze_axis=True)  # (B, T) each
-            return x, pooled, start, end
+            return x, pooled
 
     def gluon_params(config) -> dict[str, tuple[str, bool]]:
         """Gluon parameter suffix -> (canonical name, transpose?). Dense weights are (out, in)."""
@@ -223,9 +226,10 @@ if __name__ == "__main__" or "mxnet" in sys.modules:
             "embeddings_token_type_weight": ("embeddings.token_type", False),
             "embeddings_norm_gamma": ("embeddings.norm.gamma", False),
             "embeddings_norm_beta": ("embeddings.norm.beta", False),
-            "pooler_weight": ("pooler.kernel", True),
-            "pooler_bias": ("pooler.bias", False),
         }
+        if config.has_pooler:
+            table["pooler_weight"] = ("pooler.kernel", True)
+            table["pooler_bias"] = ("pooler.bias", False)
         for i in range(config.num_hidden_layers):
             for block, dense_names in (("attention", ("query", "key", "value", "output")), ("ffn", ("up", "down"))):
                 for name in dense_names:
