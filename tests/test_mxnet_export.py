@@ -191,12 +191,10 @@ def test_padding_is_masked(exported):
     changed["token_type_ids"][padded] = 1
     before, after = runtime.run(**inputs), runtime.run(**changed)
     valid = ~padded
-    np.testing.assert_allclose(after["last_hidden_state"][valid], before["last_hidden_state"][valid], rtol=0, atol=1e-6)
-    for name in ("pooler_output", "logits", "start_logits", "end_logits"):
-        if name in before:  # per-sequence outputs fully; per-token outputs on valid positions
-            per_token = before[name].ndim >= 2 and before[name].shape[:2] == padded.shape and name != "pooler_output"
-            selected = (lambda a: a[valid]) if per_token else (lambda a: a)
-            np.testing.assert_allclose(selected(after[name]), selected(before[name]), rtol=0, atol=1e-6)
+    per_token = {"last_hidden_state", "start_logits", "end_logits"} | ({"logits"} if cfg.head == "token_classification" else set())
+    for name in before:  # per-token outputs on valid positions, per-sequence ones fully
+        a, b = (after[name][valid], before[name][valid]) if name in per_token else (after[name], before[name])
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6, err_msg=name)
     # The same rows, unpadded and one at a time, agree with the padded batch.
     for row, length in enumerate(inputs["attention_mask"].sum(axis=1)):
         alone = runtime.run(**{name: array[row:row + 1, :length] for name, array in inputs.items()})
