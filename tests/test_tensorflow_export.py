@@ -154,6 +154,10 @@ def exported(request, tmp_path_factory):
     export_dir = tmp_path_factory.mktemp(f"tf-{head}-{labels}")
     tf_artifact = tf_exporter.export(reference.weights, export_dir)
     onnx_artifact = tf2onnx_exporter.export(reference.weights, export_dir)
+    # The minimum of a manifest the runtimes read (the full one is the export driver's).
+    manifest = {"config": config.to_hf_dict(),
+                "artifacts": {a.name: a.manifest_entry() for a in (tf_artifact, onnx_artifact)}}
+    (export_dir / "manifest.json").write_text(json.dumps(manifest))
     return Exported(reference, export_dir, tf_artifact, onnx_artifact)
 
 
@@ -237,20 +241,26 @@ def test_savedmodel_loads_without_kobert(tmp_path):
     assert_close(got, reference(inputs), inputs["attention_mask"], "tf (no kobert)")
 
 
-def test_tensorflow_runtime(exported, tmp_path_factory):
+def test_tensorflow_runtime(exported):
     from kobert.runtimes.tensorflow import TensorFlowRuntime
 
-    export_dir = exported.export_dir
-    manifest = {"config": exported.reference.config.to_hf_dict(),
-                "artifacts": {"tf": exported.tf_artifact.manifest_entry()}}
-    (export_dir / "manifest.json").write_text(json.dumps(manifest))
-    runtime = TensorFlowRuntime(export_dir)
+    runtime = TensorFlowRuntime(exported.export_dir)
     inputs = GOLDEN["padded_batch"]
     # int32 ids from a caller are cast to the SavedModel's int64.
     got = runtime.run(**{k: v.astype(np.int32) for k, v in inputs.items()})
     assert list(got) == list(exported.reference.config.output_names)
     assert all(v.dtype == np.float32 for v in got.values())
     assert_close(got, exported.reference(inputs), inputs["attention_mask"], "tf runtime")
+
+
+def test_tf2onnx_through_onnx_runtime(exported):
+    import kobert.runtimes
+
+    runtime = kobert.runtimes.load(exported.export_dir, runtime="onnx", artifact="tf2onnx")
+    inputs = GOLDEN["padded_batch"]
+    got = runtime.run(**inputs)
+    assert list(got) == list(exported.reference.config.output_names)
+    assert_close(got, exported.reference(inputs), inputs["attention_mask"], "tf2onnx runtime")
 
 
 def test_layer_norm_and_gelu_are_exact():

@@ -39,8 +39,8 @@ def gelu(x):
 
 
 def layer_norm(x, gamma, beta, eps: float):
-    # Biased variance over the last axis, as torch.nn.LayerNorm; plain reductions convert
-    # to ReduceMean/Sub/Pow/Sqrt/Div in ONNX with no TF-specific fused op.
+    # Biased variance over the last axis, as torch.nn.LayerNorm. Plain means and arithmetic,
+    # not a fused TF op, so tf2onnx maps it to standard ONNX (GlobalAveragePool, Sqrt, Div).
     mean = tf.reduce_mean(x, axis=-1, keepdims=True)
     centered = x - mean
     variance = tf.reduce_mean(tf.square(centered), axis=-1, keepdims=True)

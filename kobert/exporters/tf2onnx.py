@@ -37,10 +37,11 @@ class ConversionError(RuntimeError):
 def convert_savedmodel(savedmodel_dir: Path, onnx_path: Path, opset: int = OPSET) -> None:
     """Run tf2onnx's converter on one SavedModel signature; raise with its log on failure."""
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(savedmodel_dir),
+    # -P: never let the working directory shadow the tf2onnx package (this module is tf2onnx.py).
+    command = [sys.executable, "-P", "-m", "tf2onnx.convert", "--saved-model", str(savedmodel_dir),
                "--tag", "serve", "--signature_def", SIGNATURE, "--opset", str(opset), "--output", str(onnx_path)]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=onnx_path.parent)
     if result.returncode != 0 or not onnx_path.is_file():
         log = (result.stdout + result.stderr)[-4000:]
         raise ConversionError(f"{savedmodel_dir}: tf2onnx exited with {result.returncode}:\n{log}")

@@ -25,6 +25,7 @@ class TensorFlowRuntime(Runtime):
         self._input_dtypes = {spec["name"]: tf.as_dtype(spec["dtype"]) for spec in self.entry["inputs"]}
 
     def _forward(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        feeds = {name: tf.constant(array, dtype=self._input_dtypes[name]) for name, array in inputs.items()}
+        feeds = {name: tf.constant(np.asarray(inputs[name], dtype=dtype.as_numpy_dtype))
+                 for name, dtype in self._input_dtypes.items()}
         outputs = self._signature(**feeds)
         return {name: outputs[name].numpy().astype(np.float32, copy=False) for name in self.output_names}

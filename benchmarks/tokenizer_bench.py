@@ -1,0 +1,77 @@
+"""Tokenizer throughput: documents/s on NSMC test (or generated text when shared data is absent).
+
+    python benchmarks/tokenizer_bench.py [--runs 3] [--model PATH]
+
+Rows: our fast tokenizer (full BERT encoding: specials, token types, mask; batch),
+raw sentencepiece.encode (ids only, one call per list), and transformers'
+XLNetTokenizer on the same model file.  Median of --runs runs; ratios vs. sentencepiece.
+"""
+
+import argparse
+import csv
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("KOBERT_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def load_documents():
+    nsmc = SHARED / "nsmc" / "ratings_test.txt"
+    if nsmc.is_file():
+        with open(nsmc, newline="", encoding="utf-8") as handle:
+            rows = csv.reader(handle, delimiter="\t")
+            next(rows)
+            return "NSMC test", [row[1] for row in rows]
+    sys.path.insert(0, str(REPO / "tests"))
+    from conftest import generate_korean_documents
+
+    return "generated", generate_korean_documents(50_000, seed=0)
+
+
+def median_seconds(fn, runs):
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--model", type=Path, default=SHARED / "reference_vocabs" / "kobert_tokenizer_78b3253a26.model")
+    args = parser.parse_args()
+
+    import sentencepiece as spm
+    from transformers import XLNetTokenizer
+
+    from kobert.tokenizer import get_tokenizer
+
+    if not args.model.is_file():
+        args.model = REPO / "kobert" / "assets" / "tokenizer" / "tokenizer.model"
+    name, docs = load_documents()
+    ours = get_tokenizer(args.model)
+    sp = spm.SentencePieceProcessor(model_file=str(args.model))
+    xlnet = XLNetTokenizer(vocab_file=str(args.model))
+    rows = [
+        ("kobert fast (BERT encoding, batch)", lambda: ours(docs)),
+        ("sentencepiece.encode (ids only)", lambda: sp.encode(docs)),
+        ("transformers XLNetTokenizer", lambda: xlnet(docs)),
+    ]
+    print(f"{len(docs):,} documents ({name}), model {args.model.name}, median of {args.runs} runs, "
+          f"{os.cpu_count()} CPUs, RAYON_NUM_THREADS={os.environ.get('RAYON_NUM_THREADS', 'unset')}")
+    results = [(label, median_seconds(fn, args.runs)) for label, fn in rows]
+    base = len(docs) / results[1][1]
+    print(f"{'tokenizer':40s} {'docs/s':>10s} {'vs sentencepiece':>17s}")
+    for label, seconds in results:
+        rate = len(docs) / seconds
+        print(f"{label:40s} {rate:10,.0f} {rate / base:16.2f}x")
+
+
+if __name__ == "__main__":
+    main()

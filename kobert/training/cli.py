@@ -1,0 +1,130 @@
+"""`kobert shards`, `kobert pretrain`, `kobert finetune nsmc`: parse, call one library function, print.
+
+`add_training_commands` plugs these into the main `kobert` parser. This module also runs
+on its own, which is how torchrun starts a data-parallel pretraining run:
+
+    torchrun --nproc-per-node 2 -m kobert.training.cli pretrain --shards DIR --out DIR ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def cmd_shards(args) -> int:
+    from kobert.training.corpus import build_shards
+
+    meta = build_shards(args.corpus, args.out, tokenizer=args.tokenizer, splitter=args.splitter,
+                        workers=args.workers, shard_tokens=args.shard_tokens, min_chars=args.min_chars,
+                        max_documents=args.max_documents, progress=not args.quiet)
+    print(f"wrote {meta['tokens']:,} tokens ({meta['documents']:,} documents, {meta['sentences']:,} sentences, "
+          f"{len(meta['shards'])} shard(s), splitter {meta['sentence_splitter']}) to {args.out}")
+    return 0
+
+
+def cmd_pretrain(args) -> int:
+    from kobert.training.pretrain import PretrainConfig, pretrain
+
+    model = {k: v for k, v in (("hidden_size", args.hidden_size), ("num_hidden_layers", args.layers),
+                               ("num_attention_heads", args.heads), ("intermediate_size", args.intermediate_size))
+             if v is not None}
+    cfg = PretrainConfig(
+        shards=args.shards, out=args.out, preset=args.preset, model=model, steps=args.steps,
+        batch_size=args.batch_size, grad_accum=args.grad_accum, seq_len=args.seq_len, lr=args.lr,
+        warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
+        mask_prob=args.mask_prob, dropout=args.dropout, seed=args.seed, checkpoint_every=args.checkpoint_every,
+        log_every=args.log_every, device=args.device, compile=args.compile, resume=args.resume,
+        progress=not args.quiet,
+    )
+    summary = pretrain(cfg)
+    if "model_dir" in summary:  # rank 0 only
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_finetune_nsmc(args) -> int:
+    from kobert.training.finetune import finetune_nsmc
+
+    result = finetune_nsmc(args.checkpoint, args.out, nsmc_dir=args.nsmc_dir, epochs=args.epochs,
+                           max_length=args.max_length, batch_size=args.batch_size, lr=args.lr, limit=args.limit,
+                           seed=args.seed, device=args.device, progress=not args.quiet)
+    print(f"NSMC test accuracy {result['accuracy']:.4f} on {result['test_examples']:,} reviews; "
+          f"wrote the classifier and eval.json to {args.out}")
+    return 0
+
+
+def add_training_commands(commands) -> None:
+    """Add `shards`, `pretrain` and `finetune` to the `kobert` subparsers."""
+    p = commands.add_parser("shards", help="tokenize a text corpus once into uint16 shards for pretraining")
+    p.add_argument("corpus", nargs="+", metavar="CORPUS", help="text files (plain or .xz), one document per line")
+    p.add_argument("--out", required=True)
+    p.add_argument("--tokenizer", default=None, help="SentencePiece .model or tokenizer dir (default: shipped)")
+    p.add_argument("--splitter", choices=["kiwi", "regex"], default="kiwi",
+                   help="sentence splitter (kiwi falls back to regex when kiwipiepy is not installed)")
+    p.add_argument("--workers", type=int, default=None, help="tokenizing processes (default: CPU count, at most 8)")
+    p.add_argument("--shard-tokens", type=int, default=50_000_000)
+    p.add_argument("--min-chars", type=int, default=10, help="drop documents shorter than this after cleaning")
+    p.add_argument("--max-documents", type=int, default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_shards)
+
+    p = commands.add_parser("pretrain", help="MLM pretraining on shards (runs under torchrun for several processes)")
+    p.add_argument("--shards", required=True, help="directory written by `kobert shards`")
+    p.add_argument("--out", required=True, help="run directory: checkpoints/, log.csv, loss.png, model/")
+    p.add_argument("--preset", choices=["tiny", "small", "base"], default="small")
+    p.add_argument("--hidden-size", type=int, default=None)
+    p.add_argument("--layers", type=int, default=None)
+    p.add_argument("--heads", type=int, default=None)
+    p.add_argument("--intermediate-size", type=int, default=None)
+    p.add_argument("--steps", type=int, default=10_000)
+    p.add_argument("--batch-size", type=int, default=128, help="global sequences per step, over all processes")
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--warmup-steps", type=int, default=None, help="default: 6%% of --steps")
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--mask-prob", type=float, default=0.15)
+    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (GPU runs)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest if present")
+    p.add_argument("--quiet", action="store_true", help="a log line per --log-every steps instead of a progress bar")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = commands.add_parser("finetune", help="fine-tune a checkpoint on a downstream task")
+    tasks = p.add_subparsers(dest="task", required=True)
+    t = tasks.add_parser("nsmc", help="NSMC sentiment (2 labels): train on ratings_train, report test accuracy")
+    t.add_argument("--checkpoint", required=True, help="Hugging Face checkpoint dir (e.g. RUN/model from pretrain)")
+    t.add_argument("--out", required=True)
+    t.add_argument("--nsmc-dir", default=None, help="dir with ratings_{train,test}.txt "
+                   "(default: $KOBERT_NSMC_DIR, ../shared/data/nsmc, else download)")
+    t.add_argument("--epochs", type=int, default=2)
+    t.add_argument("--max-length", type=int, default=128)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--lr", type=float, default=5e-5)
+    t.add_argument("--limit", type=int, default=None, help="use only the first N train and N test reviews")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=cmd_finetune_nsmc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kobert", description="kobert training commands")
+    add_training_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"kobert {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

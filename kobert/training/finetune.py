@@ -1,0 +1,240 @@
+"""Fine-tune a KoBERT checkpoint on NSMC (Naver movie review sentiment, 2 labels) and report test accuracy.
+
+NSMC files are TSVs with a header `id  document  label`; documents may be CSV-quoted
+and a few are empty. They are read from a local directory (`--nsmc-dir`, else
+$KOBERT_NSMC_DIR, else `../shared/data/nsmc` next to the repository), or downloaded
+from the dataset's official location when that fails and the machine is online.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+NSMC_URL = "https://raw.githubusercontent.com/e9t/nsmc/master/ratings_{split}.txt"
+NSMC_FILES = {"train": "ratings_train.txt", "test": "ratings_test.txt"}
+ID2LABEL = {0: "negative", 1: "positive"}
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DOWNLOAD_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kobert" / "nsmc"
+
+
+@dataclass
+class LabelledTexts:
+    texts: list[str]
+    labels: list[int]
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def default_nsmc_dir() -> Path:
+    return Path(os.environ.get("KOBERT_NSMC_DIR") or REPO_ROOT.parent / "shared" / "data" / "nsmc")
+
+
+def read_nsmc(path: str | Path, limit: int | None = None) -> LabelledTexts:
+    """(document, label) rows of one NSMC TSV file; empty documents are kept as ""."""
+    path = Path(path)
+    texts, labels = [], []
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f, delimiter="\t")
+        if reader.fieldnames is None or not {"document", "label"} <= set(reader.fieldnames):
+            raise ValueError(f"{path}: expected an NSMC TSV with header id/document/label, got {reader.fieldnames}")
+        for line, row in enumerate(reader, start=2):
+            if limit is not None and len(texts) >= limit:
+                break
+            if row["label"] not in ("0", "1"):
+                raise ValueError(f"{path}:{line}: label {row['label']!r}, expected 0 or 1")
+            texts.append(row["document"] or "")
+            labels.append(int(row["label"]))
+    if not texts:
+        raise ValueError(f"{path}: no examples")
+    return LabelledTexts(texts, labels, str(path))
+
+
+def download_nsmc(dest: Path = DOWNLOAD_CACHE) -> Path:
+    """Fetch ratings_{train,test}.txt from the official e9t/nsmc repository into `dest`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for split, name in NSMC_FILES.items():
+        target = dest / name
+        if target.is_file():
+            continue
+        url = NSMC_URL.format(split=split)
+        tmp = target.with_suffix(".part")
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response, open(tmp, "wb") as f:
+                f.write(response.read())
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise FileNotFoundError(f"NSMC: could not download {url} ({e}); pass --nsmc-dir with "
+                                    f"{' and '.join(NSMC_FILES.values())} or set KOBERT_NSMC_DIR") from None
+        os.replace(tmp, target)
+    return dest
+
+
+def locate_nsmc(nsmc_dir: str | Path | None = None) -> Path:
+    """A directory holding both NSMC files: the given one, the default, or a fresh download."""
+    if nsmc_dir is not None:
+        d = Path(nsmc_dir)
+        missing = [n for n in NSMC_FILES.values() if not (d / n).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{d}: missing NSMC file(s) {', '.join(missing)}")
+        return d
+    for d in (default_nsmc_dir(), DOWNLOAD_CACHE):
+        if all((d / n).is_file() for n in NSMC_FILES.values()):
+            return d
+    return download_nsmc()
+
+
+def _load_tokenizer(checkpoint_dir: Path):
+    from kobert.tokenizer import get_tokenizer
+
+    has_own = (checkpoint_dir / "tokenizer.json").is_file() or any(checkpoint_dir.glob("*.model"))
+    return get_tokenizer(checkpoint_dir if has_own else None)
+
+
+def _batches(encoded: list[list[int]], labels: list[int], order: list[int], batch_size: int, pad_id: int):
+    import torch
+
+    for i in range(0, len(order), batch_size):
+        idx = order[i:i + batch_size]
+        width = max(len(encoded[j]) for j in idx)
+        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+        for row, j in enumerate(idx):
+            ids[row, :len(encoded[j])] = torch.tensor(encoded[j])
+        yield ids, (ids != pad_id).long(), torch.tensor([labels[j] for j in idx])
+
+
+def finetune_nsmc(
+    checkpoint_dir: str | Path,
+    out_dir: str | Path,
+    nsmc_dir: str | Path | None = None,
+    epochs: int = 2,
+    max_length: int = 128,
+    batch_size: int = 32,
+    lr: float = 5e-5,
+    limit: int | None = None,
+    warmup_ratio: float = 0.1,
+    weight_decay: float = 0.01,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict:
+    """Train a 2-label sequence classifier on NSMC train, evaluate accuracy on NSMC test.
+
+    Writes a Hugging Face BertForSequenceClassification checkpoint (safetensors, config with
+    id2label negative/positive) and the tokenizer files to `out_dir`, plus `eval.json`.
+    `limit` caps both the train and the test examples (for smoke runs).
+    """
+    import torch
+    import transformers
+
+    checkpoint_dir, out = Path(checkpoint_dir), Path(out_dir)
+    if not (checkpoint_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{checkpoint_dir}: no config.json (not a Hugging Face checkpoint directory)")
+    data_dir = locate_nsmc(nsmc_dir)
+    train = read_nsmc(data_dir / NSMC_FILES["train"], limit)
+    test = read_nsmc(data_dir / NSMC_FILES["test"], limit)
+
+    random.seed(seed)
+    torch.manual_seed(seed)
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    dev = torch.device("cuda" if use_cuda else "cpu")
+    tokenizer = _load_tokenizer(checkpoint_dir)
+    model = transformers.BertForSequenceClassification.from_pretrained(
+        str(checkpoint_dir), num_labels=2, id2label=ID2LABEL, label2id={v: k for k, v in ID2LABEL.items()},
+        attn_implementation="sdpa",
+    ).to(dev)
+    if len(tokenizer) > model.config.vocab_size:
+        raise ValueError(f"{checkpoint_dir}: tokenizer has {len(tokenizer)} ids but the model only {model.config.vocab_size}")
+    if max_length > model.config.max_position_embeddings:
+        raise ValueError(f"max_length={max_length} exceeds the model's {model.config.max_position_embeddings} positions")
+
+    def encode(texts):
+        return tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+
+    train_ids, test_ids = encode(train.texts), encode(test.texts)
+    pad_id = tokenizer.pad_token_id
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "LayerNorm" not in n]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "LayerNorm" in n]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    total = epochs * -(-len(train) // batch_size)
+    warmup = max(1, int(warmup_ratio * total))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: (s + 1) / warmup if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda else torch.autocast("cpu", enabled=False)
+    bar = None
+    if progress:
+        try:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="step", dynamic_ncols=True)
+        except ImportError:
+            pass
+
+    started = time.perf_counter()
+    model.train()
+    loss_value = float("nan")
+    for epoch in range(epochs):
+        order = list(range(len(train)))
+        random.Random(seed + epoch).shuffle(order)
+        for ids, mask, labels in _batches(train_ids, train.labels, order, batch_size, pad_id):
+            with autocast:
+                logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits
+            loss = torch.nn.functional.cross_entropy(logits.float(), labels.to(dev))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss_value = loss.item()
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss_value:.3f}", refresh=False)
+    if bar is not None:
+        bar.close()
+    train_seconds = time.perf_counter() - started
+
+    accuracy = evaluate(model, test_ids, test.labels, batch_size * 2, pad_id, dev, autocast)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out), safe_serialization=True)
+    tokenizer.save_pretrained(str(out))
+    result = {
+        "task": "nsmc",
+        "accuracy": accuracy,
+        "test_examples": len(test),
+        "train_examples": len(train),
+        "epochs": epochs,
+        "max_length": max_length,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "final_train_loss": loss_value,
+        "train_seconds": round(train_seconds, 1),
+        "checkpoint": str(checkpoint_dir),
+        "nsmc_dir": str(data_dir),
+        "device": str(dev),
+    }
+    (out / "eval.json").write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+    return result
+
+
+def evaluate(model, encoded, labels, batch_size, pad_id, device, autocast) -> float:
+    import torch
+
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for ids, mask, gold in _batches(encoded, labels, list(range(len(encoded))), batch_size, pad_id):
+            with autocast:
+                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            correct += int((logits.argmax(-1).cpu() == gold).sum())
+    model.train()
+    return correct / len(encoded)

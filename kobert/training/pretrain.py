@@ -1,0 +1,483 @@
+"""Masked-language-model pretraining of a KoBERT encoder on uint16 shards: one readable loop.
+
+    python -m kobert.training.cli pretrain --shards data/shards --preset small --out runs/small
+    torchrun --nproc-per-node 2 -m kobert.training.cli pretrain ...   # same run, data-parallel
+
+What makes the run reproducible and world-size independent: the batch of step `s` and its
+masks are drawn from `np.random.default_rng([seed, s])` for the whole global batch, and each
+rank takes its rows; the loss is the sum of masked-token cross-entropies divided by the number
+of masked tokens in the *global* batch. So 1 process and N processes see the same data and
+compute the same loss and gradient (up to float summation order), and a resumed run draws
+exactly the batches it would have drawn, without any saved RNG state. Dropout is reseeded from
+(seed, step, rank) every step for the same reason.
+
+Checkpoints (`out/checkpoints/step_NNNNNNN/`) hold model.safetensors, optimizer.safetensors
+and trainer_state.json; each is written to a temporary directory, renamed into place, then
+`out/checkpoints/latest` is replaced atomically, so a kill at any moment leaves a loadable one.
+Nothing is unpickled on resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kobert.config import KoBertConfig, preset
+from kobert.training.corpus import TokenShards, load_shards
+
+IGNORE_INDEX = -100
+# Weights tied to others in BertForMaskedLM; saved once, re-tied on load.
+TIED_KEYS = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
+LOG_FIELDS = ("step", "loss", "lr", "tokens", "tokens_per_s", "elapsed_s")
+
+
+@dataclass
+class PretrainConfig:
+    shards: str
+    out: str
+    preset: str = "small"
+    model: dict = field(default_factory=dict)  # KoBertConfig fields overriding the preset
+    steps: int = 10_000
+    batch_size: int = 128  # sequences per optimizer step, over all ranks and micro-batches
+    grad_accum: int = 1
+    seq_len: int = 128
+    lr: float = 5e-4
+    warmup_steps: int | None = None  # default: 6% of steps
+    min_lr: float = 0.0
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    grad_clip: float = 1.0
+    mask_prob: float = 0.15
+    dropout: float = 0.1
+    seed: int = 0
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    device: str = "auto"  # auto | cpu | cuda
+    compile: bool = False
+    resume: bool = False
+    progress: bool = True
+
+    def __post_init__(self):
+        if not 0.0 < self.mask_prob < 1.0:
+            raise ValueError(f"mask_prob={self.mask_prob}: expected a fraction in (0, 1), typically 0.15-0.3")
+        if self.seq_len < 8:
+            raise ValueError(f"seq_len={self.seq_len}: too short for [CLS] text [SEP]")
+        if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
+            raise ValueError("steps, batch_size and grad_accum must be positive")
+        self.betas = tuple(self.betas)
+
+    @property
+    def warmup(self) -> int:
+        return self.warmup_steps if self.warmup_steps is not None else max(1, round(0.06 * self.steps))
+
+    def model_config(self, vocab_size: int) -> KoBertConfig:
+        base = dataclasses.replace(preset(self.preset), **self.model)
+        return dataclasses.replace(base, vocab_size=vocab_size,
+                                   max_position_embeddings=max(base.max_position_embeddings, self.seq_len))
+
+
+# --- data: packed sequences and dynamic masks ---------------------------------------
+
+
+class PackedSequences:
+    """Sequences of `seq_len`: [CLS] + tokens from a random sentence start + [SEP], padded at a shard's end."""
+
+    def __init__(self, shards: TokenShards, seq_len: int):
+        self.shards, self.seq_len = shards, seq_len
+        self.cls, self.sep, self.pad = (shards.special_id(t) for t in ("[CLS]", "[SEP]", "[PAD]"))
+        self.sentence_offsets = np.cumsum([0] + [len(s) for s in shards.starts])
+        if self.sentence_offsets[-1] == 0:
+            raise ValueError(f"{shards.directory}: shards hold no sentences")
+
+    def batch(self, rng: np.random.Generator, batch_size: int) -> np.ndarray:
+        picks = rng.integers(self.sentence_offsets[-1], size=batch_size)
+        rows = np.full((batch_size, self.seq_len), self.pad, dtype=np.int64)
+        body = self.seq_len - 2
+        for i, k in enumerate(picks):
+            shard = int(np.searchsorted(self.sentence_offsets, k, side="right")) - 1
+            start = int(self.shards.starts[shard][k - self.sentence_offsets[shard]])
+            chunk = self.shards.streams[shard][start:start + body]
+            rows[i, 0] = self.cls
+            rows[i, 1:1 + len(chunk)] = chunk
+            if chunk[-1] != self.sep:  # a chunk ending at a document end already has its [SEP]
+                rows[i, 1 + len(chunk)] = self.sep
+        return rows
+
+
+def mask_tokens(ids: np.ndarray, rng: np.random.Generator, mask_prob: float, mask_id: int,
+                never_mask: tuple[int, ...], random_ids: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """BERT's dynamic masking: pick `mask_prob` of the maskable tokens; of those 80% -> [MASK],
+    10% -> a random normal token (ids in `random_ids` = [lo, hi)), 10% unchanged.
+
+    Returns (inputs, labels) with labels = IGNORE_INDEX where nothing is predicted.
+    """
+    chosen = ~np.isin(ids, never_mask) & (rng.random(ids.shape) < mask_prob)
+    labels = np.where(chosen, ids, IGNORE_INDEX)
+    action = rng.random(ids.shape)
+    inputs = ids.copy()
+    inputs[chosen & (action < 0.8)] = mask_id
+    replace = chosen & (action >= 0.8) & (action < 0.9)
+    inputs[replace] = rng.integers(random_ids[0], random_ids[1], size=int(replace.sum()))
+    return inputs, labels
+
+
+def global_batch(data: PackedSequences, cfg: PretrainConfig, step: int, mask_id: int,
+                 vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The whole step's batch, identical on every rank and for every world size."""
+    rng = np.random.default_rng([cfg.seed, step])
+    ids = data.batch(rng, cfg.batch_size)
+    first_normal = max(data.cls, data.sep, data.pad, mask_id) + 1
+    return mask_tokens(ids, rng, cfg.mask_prob, mask_id, (data.cls, data.sep, data.pad),
+                       (first_normal, vocab_size))
+
+
+def learning_rate(cfg: PretrainConfig, step: int) -> float:
+    """Linear warm-up to `lr`, then linear decay to `min_lr` at the last step."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.min_lr + (cfg.lr - cfg.min_lr) * max(0.0, 1.0 - progress)
+
+
+# --- model ----------------------------------------------------------------------------
+
+
+def build_model(config: KoBertConfig, dropout: float):
+    import transformers
+
+    hf = transformers.BertConfig(**{**config.to_hf_dict(), "architectures": ["BertForMaskedLM"],
+                                    "hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout})
+    return transformers.BertForMaskedLM._from_config(hf, attn_implementation="sdpa")
+
+
+def _masked_lm_objective(model):
+    """A module whose forward is the summed MLM loss over masked positions only.
+
+    The vocabulary projection runs on the ~15% masked tokens instead of all of them,
+    which on the small preset is a third of the compute. It is one module so that
+    DDP sees the whole forward.
+    """
+    import torch
+
+    class MaskedLMObjective(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask, labels):
+            hidden = self.model.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            where = labels != IGNORE_INDEX
+            logits = self.model.cls(hidden[where])
+            return torch.nn.functional.cross_entropy(logits.float(), labels[where], reduction="sum")
+
+    return MaskedLMObjective()
+
+
+def build_optimizer(model, cfg: PretrainConfig):
+    import torch
+
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+
+
+# --- checkpoints ----------------------------------------------------------------------
+
+
+def _model_state(model) -> dict:
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k not in TIED_KEYS}
+
+
+def _load_model_state(model, path: Path) -> None:
+    from safetensors.torch import load_file
+
+    missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
+    missing = [k for k in missing if k not in TIED_KEYS]
+    if missing or unexpected:
+        raise ValueError(f"{path}: missing {missing[:3]}, unexpected {unexpected[:3]} (model config differs?)")
+
+
+def save_checkpoint(out: Path, step: int, model, optimizer, cfg: PretrainConfig, tokens: int,
+                    elapsed: float) -> Path:
+    from safetensors.torch import save_file
+
+    root = out / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"step_{step:07d}"
+    tmp = root / f".tmp-{name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_file(_model_state(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    opt = optimizer.state_dict()
+    tensors = {f"state.{i}.{k}": v.detach().cpu().contiguous() for i, s in opt["state"].items() for k, v in s.items()}
+    save_file(tensors, str(tmp / "optimizer.safetensors"))
+    state = {"step": step, "tokens": tokens, "elapsed_s": elapsed, "param_groups": opt["param_groups"],
+             "config": dataclasses.asdict(cfg)}
+    (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2), encoding="utf-8")
+    final = root / name
+    shutil.rmtree(final, ignore_errors=True)  # left by a run killed between rename and `latest`
+    os.replace(tmp, final)
+    latest_tmp = root / "latest.tmp"
+    latest_tmp.write_text(name, encoding="utf-8")
+    os.replace(latest_tmp, root / "latest")
+    kept = sorted(p for p in root.glob("step_*") if p.is_dir())
+    for old in kept[:-cfg.keep_checkpoints]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    pointer = out / "checkpoints" / "latest"
+    if not pointer.is_file():
+        return None
+    path = out / "checkpoints" / pointer.read_text(encoding="utf-8").strip()
+    if not path.is_dir():
+        raise FileNotFoundError(f"{pointer} names {path.name}, which does not exist")
+    return path
+
+
+def load_checkpoint_state(path: Path, model, optimizer, cfg: PretrainConfig, device) -> dict:
+    import torch
+    from safetensors.torch import load_file
+
+    state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    saved = state["config"]
+    for key in ("seed", "batch_size", "seq_len", "mask_prob", "preset", "model"):
+        if saved[key] != dataclasses.asdict(cfg)[key]:
+            raise ValueError(f"{path}: checkpoint has {key}={saved[key]!r}, this run {dataclasses.asdict(cfg)[key]!r}; "
+                             "resuming with different data or model settings would not continue the same run")
+    _load_model_state(model, path / "model.safetensors")
+    tensors = load_file(str(path / "optimizer.safetensors"), device=str(device))
+    opt_state: dict = {}
+    for key, value in tensors.items():
+        _, i, name = key.split(".", 2)
+        opt_state.setdefault(int(i), {})[name] = value.cpu() if name == "step" else value
+    groups = state["param_groups"]
+    for g in groups:
+        g["betas"] = tuple(g["betas"])
+    optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
+    return state
+
+
+# --- export and plots ----------------------------------------------------------------
+
+
+def export_model(model, config: KoBertConfig, shards: TokenShards, out: Path, seed: int) -> Path:
+    """A Hugging Face BertForMaskedLM directory + tokenizer, loadable by `kobert.checkpoint.load_checkpoint`.
+
+    MLM-only pretraining never trains a pooler, but a head-less KoBERT checkpoint has one
+    (and sequence classification reads it), so a seeded BERT-style initial pooler is added.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    state = _model_state(model)
+    g = torch.Generator().manual_seed(seed)
+    state["bert.pooler.dense.weight"] = torch.randn(config.hidden_size, config.hidden_size, generator=g) * 0.02
+    state["bert.pooler.dense.bias"] = torch.zeros(config.hidden_size)
+    tmp = out / "model.safetensors.tmp"
+    save_file(state, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, out / "model.safetensors")
+    hf = {**config.to_hf_dict(), "architectures": ["BertForMaskedLM"], "tie_word_embeddings": True}
+    (out / "config.json").write_text(json.dumps(hf, indent=2), encoding="utf-8")
+    tokenizer_dir = shards.directory / "tokenizer"
+    if tokenizer_dir.is_dir():
+        for f in tokenizer_dir.iterdir():
+            shutil.copy2(f, out / f.name)
+    return out
+
+
+def plot_loss(log_file: Path, png: Path) -> Path | None:
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_log(log_file)
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows])
+    ax.set_xlabel("step")
+    ax.set_ylabel("MLM loss")
+    ax.set_title(f"pretraining loss ({log_file.parent.name})")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png
+
+
+def read_log(log_file: Path) -> list[dict]:
+    if not log_file.is_file():
+        return []
+    with open(log_file, newline="") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _truncate_log(log_file: Path, step: int) -> None:
+    """On resume, drop rows logged after the checkpoint, which the resumed run will log again."""
+    rows = [r for r in read_log(log_file) if r["step"] <= step]
+    with open(log_file, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(LOG_FIELDS)
+        for r in rows:
+            writer.writerow([int(r["step"]), r["loss"], r["lr"], int(r["tokens"]), r["tokens_per_s"], r["elapsed_s"]])
+
+
+# --- the loop --------------------------------------------------------------------------
+
+
+def pretrain(cfg: PretrainConfig) -> dict:
+    """Run (or resume) pretraining; returns a summary. Works alone or under torchrun."""
+    import torch
+    import torch.distributed as dist
+
+    distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    if distributed:
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+        rank, world = dist.get_rank(), dist.get_world_size()
+    else:
+        rank, world = 0, 1
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    master = rank == 0
+    if cfg.batch_size % (world * cfg.grad_accum):
+        raise ValueError(f"batch_size={cfg.batch_size} is not divisible by world size {world} x grad_accum {cfg.grad_accum}")
+    rows_per_rank = cfg.batch_size // world
+    micro = rows_per_rank // cfg.grad_accum
+
+    out = Path(cfg.out)
+    shards = load_shards(cfg.shards)
+    data = PackedSequences(shards, cfg.seq_len)
+    mask_id = shards.special_id("[MASK]")
+    vocab_size = int(shards.meta["vocab_size"])
+    config = cfg.model_config(vocab_size)
+
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts them)
+    model = build_model(config, cfg.dropout).to(device)
+    optimizer = build_optimizer(model, cfg)
+    start_step, tokens, elapsed_before = 0, 0, 0.0
+    if cfg.resume and (ckpt := latest_checkpoint(out)) is not None:
+        state = load_checkpoint_state(ckpt, model, optimizer, cfg, device)
+        start_step, tokens, elapsed_before = state["step"], state["tokens"], state["elapsed_s"]
+        if master:
+            print(f"resumed from {ckpt} at step {start_step}")
+    elif cfg.resume and master:
+        print(f"no checkpoint under {out / 'checkpoints'}; starting from step 0")
+
+    objective = _masked_lm_objective(model)
+    if cfg.compile:
+        objective = torch.compile(objective)
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        objective = DistributedDataParallel(objective, device_ids=[device.index] if use_cuda else None)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda else torch.autocast("cpu", enabled=False)
+
+    log_file = out / "log.csv"
+    if master:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "pretrain_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2), encoding="utf-8")
+        _truncate_log(log_file, start_step)
+        print(f"model: {config.num_hidden_layers} layers x {config.hidden_size}, vocab {vocab_size}, "
+              f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters; shards: {shards.num_tokens:,} tokens; "
+              f"world {world}, {cfg.batch_size} x {cfg.seq_len} tokens per step, device {device}")
+    bar = None
+    if master and cfg.progress:
+        try:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.steps, initial=start_step, unit="step", dynamic_ncols=True)
+        except ImportError:
+            pass
+
+    model.train()
+    t_log, t_start, tokens_at_log = time.perf_counter(), time.perf_counter(), tokens
+    loss_sum = torch.zeros((), device=device)
+    steps_since_log = 0
+    last_loss = float("nan")
+    for step in range(start_step, cfg.steps):
+        lr = learning_rate(cfg, step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        inputs, labels = global_batch(data, cfg, step, mask_id, vocab_size)
+        n_masked = max(1, int((labels != IGNORE_INDEX).sum()))  # over the global batch
+        mine = slice(rank * rows_per_rank, (rank + 1) * rows_per_rank)
+        inputs_t = torch.from_numpy(inputs[mine]).to(device)
+        labels_t = torch.from_numpy(labels[mine]).to(device)
+        attention = (inputs_t != data.pad).long()
+        torch.manual_seed(cfg.seed * 1_000_003 + step * 1009 + rank)  # dropout, reproducible on resume
+        for m in range(cfg.grad_accum):
+            part = slice(m * micro, (m + 1) * micro)
+            sync = m == cfg.grad_accum - 1
+            context = objective.no_sync() if distributed and not sync else contextlib.nullcontext()
+            with context, autocast:
+                loss = objective(inputs_t[part], attention[part], labels_t[part]) / n_masked
+            # DDP averages gradients over ranks; the loss is already a share of the global mean.
+            (loss * world).backward()
+            loss_sum += loss.detach()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        tokens += cfg.batch_size * cfg.seq_len
+        steps_since_log += 1
+        done = step + 1
+
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            if distributed:
+                dist.all_reduce(loss_sum)
+            last_loss = loss_sum.item() / steps_since_log
+            now = time.perf_counter()
+            rate = (tokens - tokens_at_log) / max(now - t_log, 1e-9)
+            if master:
+                with open(log_file, "a", newline="") as f:
+                    csv.writer(f).writerow([done, f"{last_loss:.6f}", f"{lr:.6e}", tokens, f"{rate:.1f}",
+                                            f"{elapsed_before + now - t_start:.1f}"])
+                if bar is not None:
+                    bar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{rate:,.0f}", refresh=False)
+                else:
+                    print(f"step {done}/{cfg.steps} loss {last_loss:.4f} lr {lr:.2e} tokens/s {rate:,.0f}", flush=True)
+            loss_sum.zero_()
+            steps_since_log, t_log, tokens_at_log = 0, now, tokens
+        if bar is not None:
+            bar.update(1)
+        if master and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+            save_checkpoint(out, done, model, optimizer, cfg, tokens, elapsed_before + time.perf_counter() - t_start)
+    if bar is not None:
+        bar.close()
+
+    summary = {"steps": cfg.steps, "tokens": tokens, "final_loss": last_loss, "world_size": world}
+    if master:
+        summary["model_dir"] = str(export_model(model, config, shards, out / "model", cfg.seed))
+        png = plot_loss(log_file, out / "loss.png")
+        summary["loss_png"] = str(png) if png else None
+        rows = read_log(log_file)
+        if rows:
+            summary["tokens_per_s"] = rows[-1]["tokens_per_s"]
+        (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    if distributed:
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary

@@ -1,0 +1,64 @@
+"""Shared pytest fixtures.  Each owner keeps fixtures in a labelled section."""
+
+# ---------------------------------------------------------------------------
+# Tokenizer fixtures (owner: tokenizer; tests/test_tokenizer*.py)
+# ---------------------------------------------------------------------------
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+KOBERT_SP_MODEL = "reference_vocabs/kobert_tokenizer_78b3253a26.model"
+
+
+def shared_data_dir() -> Path:
+    """$KOBERT_SHARED_DATA, else <repo>/../shared/data (may not exist on a plain clone)."""
+    return Path(os.environ.get("KOBERT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+def generate_korean_documents(n: int, seed: int = 0) -> list[str]:
+    """Korean-ish web text: syllables, compatibility jamo (ㅋㅠ), repeated punctuation, Latin, digits."""
+    rng = random.Random(seed)
+    syllables = [chr(0xAC00 + rng.randrange(11172)) for _ in range(300)] + list("이가은는을를의에서고다요한국어영화")
+    jamo = list("ㅋㅎㅠㅜㅡㄱㄷㅇㄳㅄ")
+    extras = ["...", "....", "!!", "??", "~", "ㅋㅋㅋ", "ㅠㅠ", "ㅋㅠㅠ", "ok", "BERT", "2019", ",", "^^", "😀", "漢字"]
+    docs = []
+    for _ in range(n):
+        words = []
+        for _ in range(rng.randrange(1, 15)):
+            kind = rng.random()
+            if kind < 0.7:
+                words.append("".join(rng.choice(syllables) for _ in range(rng.randrange(1, 5))))
+            elif kind < 0.85:
+                words.append("".join(rng.choice(jamo) for _ in range(rng.randrange(1, 5))))
+            else:
+                words.append(rng.choice(extras))
+        docs.append(" ".join(words) if rng.random() < 0.8 else "".join(words))
+    return docs
+
+
+@pytest.fixture(scope="session")
+def kobert_sp_model_file() -> Path:
+    """The real KoBERT SentencePiece model from shared data (skip when absent)."""
+    path = shared_data_dir() / KOBERT_SP_MODEL
+    if not path.is_file():
+        pytest.skip(f"{path}: shared data not available")
+    return path
+
+
+@pytest.fixture(scope="session")
+def generated_corpus(tmp_path_factory) -> Path:
+    """A small generated training corpus (plain text, one document per line)."""
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text("\n".join(generate_korean_documents(4000, seed=1)) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_tokenizer_dir(tmp_path_factory, generated_corpus) -> Path:
+    """A small KoBERT-format tokenizer trained on the generated corpus (works without shared data)."""
+    from kobert.tokenizer_train import train_tokenizer
+
+    return train_tokenizer([generated_corpus], tmp_path_factory.mktemp("small_tok"), vocab_size=600, seed=0)
