@@ -175,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("demo", help="the main job: export the shipped default everywhere and compare runtimes")
     p.add_argument("--out", default="artifacts/default")
     p.set_defaults(func=cmd_demo)
+
+    from kobert.training.cli import add_training_commands
+
+    add_training_commands(commands)
     return parser
 
 

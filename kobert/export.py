@@ -114,7 +114,7 @@ def export(src: str | Path, out: str | Path, targets: str | list[str] | None = N
            tokenizer: str | Path | None = None, force: bool = False,
            tolerance: float = FP32_TOLERANCE, loaded: LoadedCheckpoint | None = None) -> ExportResult:
     targets = parse_targets(targets)
-    out = Path(out)
+    out = Path(out).absolute()
     if out.exists() and any(out.iterdir()) and not force:
         raise ExportError(f"{out}: exists and is not empty (use --force to replace a previous export)")
     loaded = loaded or load_checkpoint(src)

@@ -36,6 +36,7 @@ class ConversionError(RuntimeError):
 
 def convert_savedmodel(savedmodel_dir: Path, onnx_path: Path, opset: int = OPSET) -> None:
     """Run tf2onnx's converter on one SavedModel signature; raise with its log on failure."""
+    savedmodel_dir, onnx_path = Path(savedmodel_dir).resolve(), Path(onnx_path).resolve()
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     # -P: never let the working directory shadow the tf2onnx package (this module is tf2onnx.py).
     command = [sys.executable, "-P", "-m", "tf2onnx.convert", "--saved-model", str(savedmodel_dir),
