@@ -49,7 +49,7 @@ def cmd_finetune_nsmc(args) -> int:
 
     result = finetune_nsmc(args.checkpoint, args.out, nsmc_dir=args.nsmc_dir, epochs=args.epochs,
                            max_length=args.max_length, batch_size=args.batch_size, lr=args.lr, limit=args.limit,
-                           seed=args.seed, device=args.device, progress=not args.quiet)
+                           train_limit=args.train_limit, seed=args.seed, device=args.device, progress=not args.quiet)
     print(f"NSMC test accuracy {result['accuracy']:.4f} on {result['test_examples']:,} reviews; "
           f"wrote the classifier and eval.json to {args.out}")
     return 0
@@ -109,6 +109,8 @@ def add_training_commands(commands) -> None:
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--lr", type=float, default=5e-5)
     t.add_argument("--limit", type=int, default=None, help="use only the first N train and N test reviews")
+    t.add_argument("--train-limit", type=int, default=None,
+                   help="use only the first N train reviews, still evaluating on the whole test set")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     t.add_argument("--quiet", action="store_true")

@@ -120,6 +120,7 @@ def finetune_nsmc(
     batch_size: int = 32,
     lr: float = 5e-5,
     limit: int | None = None,
+    train_limit: int | None = None,
     warmup_ratio: float = 0.1,
     weight_decay: float = 0.01,
     seed: int = 0,
@@ -130,7 +131,8 @@ def finetune_nsmc(
 
     Writes a Hugging Face BertForSequenceClassification checkpoint (safetensors, config with
     id2label negative/positive) and the tokenizer files to `out_dir`, plus `eval.json`.
-    `limit` caps both the train and the test examples (for smoke runs).
+    `limit` caps both the train and the test examples (for smoke runs); `train_limit` caps
+    only the training examples, so that accuracy is still measured on the whole test set.
     """
     import torch
     import transformers
@@ -139,7 +141,8 @@ def finetune_nsmc(
     if not (checkpoint_dir / "config.json").is_file():
         raise FileNotFoundError(f"{checkpoint_dir}: no config.json (not a Hugging Face checkpoint directory)")
     data_dir = locate_nsmc(nsmc_dir)
-    train = read_nsmc(data_dir / NSMC_FILES["train"], limit)
+    caps = [n for n in (limit, train_limit) if n is not None]
+    train = read_nsmc(data_dir / NSMC_FILES["train"], min(caps) if caps else None)
     test = read_nsmc(data_dir / NSMC_FILES["test"], limit)
 
     random.seed(seed)

@@ -333,12 +333,14 @@ def read_log(log_file: Path) -> list[dict]:
 
 def _truncate_log(log_file: Path, step: int) -> None:
     """On resume, drop rows logged after the checkpoint, which the resumed run will log again."""
-    rows = [r for r in read_log(log_file) if r["step"] <= step]
+    rows = []
+    if log_file.is_file():
+        with open(log_file, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
     with open(log_file, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(LOG_FIELDS)
-        for r in rows:
-            writer.writerow([int(r["step"]), r["loss"], r["lr"], int(r["tokens"]), r["tokens_per_s"], r["elapsed_s"]])
+        writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 # --- the loop --------------------------------------------------------------------------
