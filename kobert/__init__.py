@@ -17,8 +17,15 @@ def get_tokenizer(path=None):
     return _get_tokenizer(path)
 
 
-def get_kobert_model(path):
-    """A `transformers` model (BertModel or BertFor...) for a checkpoint dir, hub id or legacy state dict."""
+def get_kobert_model(path=None):
+    """A `transformers` model (BertModel or BertFor...) for a checkpoint dir, hub id or legacy state dict.
+
+    With no argument: the shipped default model (an error names what is missing if none ships).
+    """
     from kobert.checkpoint import load_reference_model
 
+    if path is None:
+        from kobert.demo import default_checkpoint
+
+        path = default_checkpoint()
     return load_reference_model(path)
