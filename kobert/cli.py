@@ -59,7 +59,8 @@ def cmd_export(args) -> int:
     from kobert.export import ParityFailure, export
 
     try:
-        result = export(resolve_default(args.src), args.out, targets=args.to, tokenizer=args.tokenizer, force=args.force)
+        result = export(resolve_default(args.src), args.out, targets=args.to, tokenizer=args.tokenizer, force=args.force,
+                        eval_set=args.eval_set)
     except ParityFailure as failure:
         print(failure.report.table())
         print(f"\nexport FAILED parity; nothing was written to {args.out}:", file=sys.stderr)
@@ -112,6 +113,29 @@ def cmd_demo(args) -> int:
     return run_demo(out=args.out)
 
 
+def cmd_bench(args) -> int:
+    from kobert.bench import run_bench
+
+    result = run_bench(quick=args.quick)
+    print(result.table())
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+def cmd_eval_nsmc(args) -> int:
+    from kobert.evaluate import evaluate_export, table
+    from kobert.training.finetune import locate_nsmc, read_nsmc
+
+    test = read_nsmc(locate_nsmc(args.nsmc_dir) / "ratings_test.txt", limit=args.limit)
+    results = evaluate_export(args.dir, test.texts, test.labels, batch_size=args.batch_size)
+    print(table(results, len(test)))
+    worst = min(r.agreement for r in results)
+    print(f"\nlowest agreement with torch: {100 * worst:.3f} %")
+    return 0 if worst >= args.min_agreement else 1
+
+
 def resolve_default(src: str) -> str:
     """The word `default` names the shipped default checkpoint wherever a checkpoint is expected."""
     if src == "default":
@@ -153,10 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("export", help="export a checkpoint to tf, onnx, tf2onnx, mxnet and check parity")
     p.add_argument("src", metavar="SRC", help="checkpoint dir, hub id, legacy .params file, or 'default'")
-    p.add_argument("--to", default=None, help="comma-separated targets (default: tf,onnx,tf2onnx,mxnet)")
+    p.add_argument("--to", default=None, help="comma-separated targets (default: tf,onnx,tf2onnx,mxnet); tiers, "
+                   "each with its own parity gate: onnx-optimized, onnx-fp16, onnx-int8, tflite, tflite-int8")
     p.add_argument("--tokenizer", default=None)
     p.add_argument("--out", required=True)
     p.add_argument("--force", action="store_true", help="replace an existing export at --out")
+    p.add_argument("--eval-set", default=None, metavar="PATH",
+                   help="labelled TSV (text column document/text/sentence, label) for the int8 task gate; "
+                        "without it int8 and fp32 predicted labels are compared on the golden inputs")
     p.set_defaults(func=cmd_export)
 
     p = commands.add_parser("parity", help="re-check an export directory; non-zero exit on failure")
@@ -172,6 +200,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("texts", nargs="*", metavar="TEXT")
     p.set_defaults(func=cmd_run)
 
+    p = commands.add_parser("bench", help="runtime latency/throughput vs torch eager, export time, size, memory; printed tables")
+    p.add_argument("--quick", action="store_true", help="tiny preset, few repeats (CI time)")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the measurements as JSON")
+    p.set_defaults(func=cmd_bench)
+
+    p = commands.add_parser("eval", help="task accuracy of an export through every runtime")
+    evals = p.add_subparsers(dest="eval_command", required=True)
+    e = evals.add_parser("nsmc", help="NSMC test accuracy and prediction agreement per runtime")
+    e.add_argument("dir", help="an export directory with a sequence-classification head")
+    e.add_argument("--nsmc-dir", default=None, help="dir with ratings_test.txt (default: ../shared/data/nsmc, else download)")
+    e.add_argument("--limit", type=int, default=None, help="only the first N test reviews")
+    e.add_argument("--batch-size", type=int, default=128)
+    e.add_argument("--min-agreement", type=float, default=0.999, help="exit 1 below this agreement with torch")
+    e.set_defaults(func=cmd_eval_nsmc)
+
     p = commands.add_parser("demo", help="the main job: export the shipped default everywhere and compare runtimes")
     p.add_argument("--out", default="artifacts/default")
     p.set_defaults(func=cmd_demo)
@@ -183,7 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse binds `run DIR TEXT...` before seeing the options, so texts after options land here.
+    if extra and args.command == "run" and not any(e.startswith("-") for e in extra):
+        args.texts += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except (CheckpointError, ValueError, FileNotFoundError, RuntimeError) as e:

@@ -16,12 +16,20 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from kobert.checkpoint import LoadedCheckpoint, load_checkpoint, save_hf_checkpoint
 from kobert.exporters import EXPORTERS, REQUIRES, exporter
-from kobert.parity import FP32_TOLERANCE, ParityReport, check_runtime, golden_cases
+from kobert.parity import FP32_TOLERANCE, GATES, ParityReport, check_runtime, golden_cases, task_gate
 
 # artifact -> runtime that runs it
-ARTIFACT_RUNTIMES = {"onnx": "onnx", "tf": "tf", "tf2onnx": "onnx", "mxnet": "mxnet"}
+ARTIFACT_RUNTIMES = {"onnx": "onnx", "tf": "tf", "tf2onnx": "onnx", "mxnet": "mxnet",
+                     "onnx-optimized": "onnx", "onnx-fp16": "onnx", "onnx-int8": "onnx",
+                     "tflite": "tflite", "tflite-int8": "tflite"}
+# artifact -> parity tier (kobert.parity.GATES); an artifact not named here is plain fp32. Read from
+# this table, not from the manifest, so an edited manifest cannot loosen its own gate on re-check.
+ARTIFACT_TIERS = {"onnx-optimized": "fp32-fused", "onnx-fp16": "fp16", "onnx-int8": "int8",
+                  "tflite-int8": "int8"}
 DEFAULT_TARGETS = ("tf", "onnx", "tf2onnx", "mxnet")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
@@ -82,8 +90,75 @@ def build_order(targets: list[str]) -> list[str]:
     return [name for name in EXPORTERS if name in needed]
 
 
-def check_parity(export_dir: Path, manifest: dict, tolerance: float = FP32_TOLERANCE) -> ParityReport:
-    """Run every artifact of an export directory against the reference checkpoint stored in it."""
+def read_eval_set(path: str | Path) -> tuple[list[str], np.ndarray]:
+    """A labelled TSV with a header: a text column (document, text or sentence) and a label column.
+
+    NSMC's ratings_test.txt (id, document, label) reads as is.
+    """
+    import csv
+
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = [h.strip().lower() for h in next(rows, [])]
+        text_column = next((header.index(c) for c in ("document", "text", "sentence") if c in header), None)
+        if text_column is None or "label" not in header:
+            raise ValueError(f"{path}: expected a header with a text column (document, text or sentence) "
+                             f"and a label column, got {header}")
+        label_column = header.index("label")
+        texts, labels = [], []
+        for number, row in enumerate(rows, start=2):
+            if not row:
+                continue
+            try:
+                labels.append(int(row[label_column]))
+            except (IndexError, ValueError):
+                raise ValueError(f"{path}:{number}: label is not an integer: {row!r}") from None
+            texts.append(row[text_column] if text_column < len(row) else "")
+    if not texts:
+        raise ValueError(f"{path}: no labelled rows")
+    return texts, np.asarray(labels)
+
+
+def _logits_over(runtime, encoded: list[dict]) -> np.ndarray:
+    return np.concatenate([runtime.run(**batch)["logits"] for batch in encoded])
+
+
+class _TaskData:
+    """Inputs and fp32 reference logits for the int8 task gate, computed once per export."""
+
+    def __init__(self, export_dir: Path, manifest: dict, tokenizer, cases, reference: dict, eval_set):
+        self.labels = None
+        self.source = ""
+        if eval_set is None:
+            self.encoded = [case.inputs() for case in cases]
+            self.reference_logits = np.concatenate([reference[case.name]["logits"] for case in cases])
+            return
+        if tokenizer is None:
+            raise ValueError(f"eval set {eval_set}: the export has no tokenizer to encode it (pass --tokenizer)")
+        from kobert import runtimes
+
+        texts, self.labels = read_eval_set(eval_set)
+        self.source = f" {Path(eval_set).name}"
+        max_length = manifest["config"]["max_position_embeddings"]
+        self.encoded = []
+        for start in range(0, len(texts), 32):
+            batch = tokenizer(texts[start:start + 32], padding=True, truncation=True, max_length=max_length,
+                              return_tensors="np")
+            self.encoded.append({k: batch[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")})
+        with runtimes.load(export_dir, runtime="torch") as reference_runtime:
+            self.reference_logits = _logits_over(reference_runtime, self.encoded)
+
+
+def check_parity(export_dir: Path, manifest: dict, tolerance: float = FP32_TOLERANCE,
+                 eval_set: str | Path | None = None) -> ParityReport:
+    """Run every artifact of an export directory against the reference checkpoint stored in it.
+
+    Each artifact is judged by its tier's gate (ARTIFACT_TIERS); int8 tiers of a
+    sequence classifier also by the task gate, on `eval_set` when given.
+    """
+    from dataclasses import replace
+
     from kobert import runtimes
 
     config = manifest["config"]
@@ -96,6 +171,7 @@ def check_parity(export_dir: Path, manifest: dict, tolerance: float = FP32_TOLER
     with runtimes.load(export_dir, runtime="torch") as reference_runtime:
         reference = {case.name: reference_runtime.run(**case.inputs()) for case in cases}
     report = ParityReport()
+    task_data = None
     for artifact in manifest["artifacts"]:
         runtime_name = ARTIFACT_RUNTIMES[artifact]
         try:
@@ -105,15 +181,35 @@ def check_parity(export_dir: Path, manifest: dict, tolerance: float = FP32_TOLER
 
             report.artifacts[artifact] = ArtifactParity(artifact, runtime_name, error=f"could not load: {e}")
             continue
+        tier = ARTIFACT_TIERS.get(artifact)
+        gate = None if tier is None else GATES[tier]
+        if gate is not None and gate.max_abs is not None:
+            gate = replace(gate, max_abs=tolerance)
         with runtime:
-            report.artifacts[artifact] = check_runtime(artifact, runtime, reference, cases, tolerance)
+            parity = check_runtime(artifact, runtime, reference, cases, tolerance, gate=gate)
+            if gate is not None and gate.task_gate and not parity.error:
+                if config.get("architectures", [""])[0] != "BertForSequenceClassification":
+                    parity.task = {"measured_on": "nothing: the task gate needs a sequence-classification head"}
+                else:
+                    if task_data is None:
+                        task_data = _TaskData(export_dir, manifest, tokenizer, cases, reference, eval_set)
+                    candidate = _logits_over(runtime, task_data.encoded)
+                    parity.checks["task"], parity.task = task_gate(
+                        task_data.reference_logits, candidate, task_data.labels,
+                        gate.max_accuracy_delta_points, task_data.source)
+            report.artifacts[artifact] = parity
     return report
 
 
 def export(src: str | Path, out: str | Path, targets: str | list[str] | None = None,
            tokenizer: str | Path | None = None, force: bool = False,
-           tolerance: float = FP32_TOLERANCE, loaded: LoadedCheckpoint | None = None) -> ExportResult:
+           tolerance: float = FP32_TOLERANCE, loaded: LoadedCheckpoint | None = None,
+           eval_set: str | Path | None = None) -> ExportResult:
+    """`eval_set`: a labelled TSV for the int8 task gate (see `read_eval_set`); without one the
+    gate compares int8 and fp32 predicted labels on the golden inputs."""
     targets = parse_targets(targets)
+    if eval_set is not None and not Path(eval_set).is_file():
+        raise ExportError(f"{eval_set}: eval set not found")
     out = Path(out).absolute()
     if out.exists() and any(out.iterdir()) and not force:
         raise ExportError(f"{out}: exists and is not empty (use --force to replace a previous export)")
@@ -125,7 +221,7 @@ def export(src: str | Path, out: str | Path, targets: str | list[str] | None = N
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         manifest = _build(loaded, staging, targets, tokenizer_path)
-        report = check_parity(staging, manifest, tolerance)
+        report = check_parity(staging, manifest, tolerance, eval_set)
         for name, parity in report.artifacts.items():
             manifest["artifacts"][name]["parity"] = parity.to_dict()
         _write_json(staging / "manifest.json", manifest)

@@ -24,6 +24,46 @@ import numpy as np
 # fp32 hard failure above this max-abs; the target is 1e-5.
 FP32_TOLERANCE = 1e-4
 PER_TOKEN_OUTPUTS = ("last_hidden_state", "start_logits", "end_logits")
+# A derived output the lossy tiers are judged on: last_hidden_state averaged over valid tokens.
+MEAN_EMBEDDING = "mean_embedding"
+
+
+@dataclass(frozen=True)
+class ParityGate:
+    """What one tier must meet. Plain fp32 artifacts use no gate (max-abs <= tolerance).
+
+    max_abs applies to every output; min_cosine to `cosine_outputs` (the sentence
+    embeddings a user keeps: pooled output and the mean over valid tokens);
+    task_gate asks for the classification check of `task_gate` below.
+    """
+
+    tier: str
+    max_abs: float | None = FP32_TOLERANCE
+    min_cosine: float | None = None
+    cosine_outputs: tuple[str, ...] = ("pooler_output", MEAN_EMBEDDING)
+    task_gate: bool = False
+    max_accuracy_delta_points: float = 0.3
+
+    def output_failures(self, name: str, s: "OutputStats") -> list[str]:
+        found = []
+        if self.max_abs is not None and not s.max_abs <= self.max_abs:
+            found.append(f"max-abs {s.max_abs:.2e} > {self.max_abs:.0e}")
+        if self.min_cosine is not None and name in self.cosine_outputs and not s.min_cosine >= self.min_cosine:
+            found.append(f"min cosine {s.min_cosine:.7f} < {self.min_cosine}")
+        return found
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# tier name -> gate. "fp32-fused": ONNX Runtime fusions, exact GELU; an approximated GELU would be
+# its own tier. fp16 and int8 are judged on embeddings by cosine, int8 also on predicted labels.
+GATES = {
+    "fp32": ParityGate("fp32"),
+    "fp32-fused": ParityGate("fp32-fused", max_abs=FP32_TOLERANCE, min_cosine=0.99999),
+    "fp16": ParityGate("fp16", max_abs=None, min_cosine=0.9999),
+    "int8": ParityGate("int8", max_abs=None, min_cosine=0.999, task_gate=True),
+}
 
 
 @dataclass
@@ -49,12 +89,19 @@ class ArtifactParity:
     checks: dict[str, str] = field(default_factory=dict)  # check name -> "ok" or what failed
     tolerance: float = FP32_TOLERANCE
     error: str = ""
+    gate: ParityGate | None = None  # None: plain fp32, max-abs <= tolerance on every output
+    task: dict = field(default_factory=dict)  # the int8 task gate's figures and what they were measured on
+
+    def output_failures(self, name: str, s: OutputStats) -> list[str]:
+        if self.gate is None:
+            return [] if s.max_abs <= self.tolerance else [f"max-abs {s.max_abs:.2e} > {self.tolerance:.0e}"]
+        return self.gate.output_failures(name, s)
 
     @property
     def failures(self) -> list[str]:
         found = [f"{self.artifact}: {self.error}"] if self.error else []
-        found += [f"{self.artifact}.{name}: max-abs {s.max_abs:.2e} > {self.tolerance:.0e}"
-                  for name, s in self.outputs.items() if not s.max_abs <= self.tolerance]
+        found += [f"{self.artifact}.{name}: {reason}"
+                  for name, s in self.outputs.items() for reason in self.output_failures(name, s)]
         found += [f"{self.artifact}: {name}: {result}" for name, result in self.checks.items() if result != "ok"]
         return found
 
@@ -65,7 +112,9 @@ class ArtifactParity:
     def to_dict(self) -> dict:
         return {"runtime": self.runtime, "passed": self.passed, "tolerance": self.tolerance,
                 "outputs": {k: asdict(v) for k, v in self.outputs.items()}, "checks": self.checks,
-                **({"error": self.error} if self.error else {})}
+                **({"error": self.error} if self.error else {}),
+                **({"gate": self.gate.to_dict()} if self.gate else {}),
+                **({"task": self.task} if self.task else {})}
 
 
 @dataclass
@@ -92,7 +141,7 @@ class ParityReport:
             if a.error:
                 rows.append(f"| {name} | {a.runtime} | - | - | - | - | - | FAIL: {a.error} |")
             for output, s in a.outputs.items():
-                verdict = "ok" if s.max_abs <= a.tolerance else "FAIL"
+                verdict = "FAIL" if a.output_failures(output, s) else "ok"
                 rows.append(f"| {name} | {a.runtime} | {output} | {s.max_abs:.2e} | {s.mean_abs:.2e} | "
                             f"{s.max_rel:.2e} | {s.min_cosine:.7f} | {verdict} |")
             for check, result in a.checks.items():
@@ -180,23 +229,45 @@ def golden_cases(vocab_size: int = 8002, max_length: int = 512, tokenizer=None) 
 # --- checking one runtime ---------------------------------------------------------
 
 
+def mean_embedding(hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    mask = np.asarray(attention_mask, dtype=np.float64)[..., None]
+    return (np.asarray(hidden, dtype=np.float64) * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1.0)
+
+
+def _with_mean_embedding(outputs: dict, attention_mask: np.ndarray) -> dict:
+    if "last_hidden_state" not in outputs:
+        return outputs
+    return {**outputs, MEAN_EMBEDDING: mean_embedding(outputs["last_hidden_state"], attention_mask)}
+
+
 def check_runtime(artifact: str, runtime, reference: dict[str, dict[str, np.ndarray]], cases: list[GoldenCase],
-                  tolerance: float = FP32_TOLERANCE) -> ArtifactParity:
+                  tolerance: float = FP32_TOLERANCE, gate: ParityGate | None = None) -> ArtifactParity:
     """Compare a runtime (anything with `.name` and `.run(**inputs)`) against reference outputs.
 
     Besides the per-output figures: batch invariance (each row of the largest
     batch run alone gives what it gave inside the batch) and determinism (the
     same input twice gives bit-identical output).
+
+    With a gate, the mean embedding is compared too and every figure is judged
+    by the gate (batch invariance included: a quantized model's activation
+    scales depend on the batch, so a row alone is judged by the tier's cosine).
     """
-    result = ArtifactParity(artifact, runtime.name, tolerance=tolerance)
+    result = ArtifactParity(artifact, runtime.name, tolerance=tolerance, gate=gate)
     try:
         first_outputs = {}
         for case in cases:
             outputs = runtime.run(**case.inputs())
             first_outputs[case.name] = outputs
-            compare_all(reference[case.name], outputs, case.attention_mask, result.outputs)
+            if gate is None:
+                compare_all(reference[case.name], outputs, case.attention_mask, result.outputs)
+            else:
+                compare_all(_with_mean_embedding(reference[case.name], case.attention_mask),
+                            _with_mean_embedding(outputs, case.attention_mask), case.attention_mask, result.outputs)
         batch_case = max(cases, key=lambda c: c.input_ids.shape[0])
-        result.checks["batch_invariance"] = _batch_invariance(runtime, batch_case, first_outputs[batch_case.name], tolerance)
+        if gate is None:
+            result.checks["batch_invariance"] = _batch_invariance(runtime, batch_case, first_outputs[batch_case.name], tolerance)
+        else:
+            result.checks["batch_invariance"] = _gated_batch_invariance(runtime, batch_case, first_outputs[batch_case.name], gate)
         again = runtime.run(**batch_case.inputs())
         identical = all(np.array_equal(again[k], first_outputs[batch_case.name][k]) for k in again)
         result.checks["determinism"] = "ok" if identical else "same input twice gave different outputs"
@@ -218,3 +289,49 @@ def _batch_invariance(runtime, case: GoldenCase, batched: dict[str, np.ndarray],
             stats = compare(inside, value, name, case.attention_mask[row:row + 1, :length])
             worst = max(worst, stats.max_abs)
     return "ok" if worst <= tolerance else f"a row alone differs from the same row in a batch by {worst:.2e}"
+
+
+def _gated_batch_invariance(runtime, case: GoldenCase, batched: dict[str, np.ndarray], gate: ParityGate) -> str:
+    stats: dict[str, OutputStats] = {}
+    for row in range(case.input_ids.shape[0]):
+        length = int(case.attention_mask[row].sum()) or 1
+        mask = case.attention_mask[row:row + 1, :length]
+        alone = runtime.run(case.input_ids[row:row + 1, :length], mask, case.token_type_ids[row:row + 1, :length])
+        inside = {}
+        for name, value in batched.items():
+            inside[name] = value[row:row + 1]
+            if name in PER_TOKEN_OUTPUTS + ("logits",) and value.ndim >= 2 and value.shape[1:2] != alone[name].shape[1:2]:
+                inside[name] = inside[name][:, :length]
+        compare_all(_with_mean_embedding(inside, mask), _with_mean_embedding(alone, mask), mask, stats)
+    failed = [f"{name}: {reason}" for name, s in stats.items() for reason in gate.output_failures(name, s)]
+    return "ok" if not failed else "a row alone differs from the same row in a batch: " + "; ".join(failed)
+
+
+# --- the int8 task gate ------------------------------------------------------------
+
+
+def task_gate(reference_logits: np.ndarray, candidate_logits: np.ndarray, labels: np.ndarray | None = None,
+              max_delta_points: float = 0.3, source: str = "") -> tuple[str, dict]:
+    """Sequence classification: accuracy within `max_delta_points` of fp32 on a labelled set,
+    or, with no labels, agreement of predicted labels (disagreement within the same points).
+
+    Returns the check result ("ok" or what failed) and the figures for parity.json.
+    """
+    ref = np.asarray(reference_logits).argmax(axis=-1)
+    cand = np.asarray(candidate_logits).argmax(axis=-1)
+    agreement = float((ref == cand).mean()) if ref.size else 1.0
+    figures = {"examples": int(ref.size), "label_agreement": agreement, "max_delta_points": max_delta_points}
+    if labels is None:
+        figures["measured_on"] = f"golden inputs, predicted labels vs fp32 (no labelled eval set given){source}"
+        delta = (1.0 - agreement) * 100
+        figures["disagreement_points"] = delta
+        what = f"predicted labels agree with fp32 on {agreement:.2%} of {ref.size} golden rows"
+    else:
+        labels = np.asarray(labels)
+        ref_acc, cand_acc = float((ref == labels).mean()), float((cand == labels).mean())
+        delta = (ref_acc - cand_acc) * 100
+        figures.update({"measured_on": f"labelled eval set{source}", "fp32_accuracy": ref_acc,
+                        "accuracy": cand_acc, "accuracy_delta_points": -delta})
+        what = f"accuracy {cand_acc:.2%} vs fp32 {ref_acc:.2%} on {ref.size} labelled examples"
+    ok = abs(delta) <= max_delta_points
+    return ("ok" if ok else f"{what}: {abs(delta):.2f} points > {max_delta_points}"), figures

@@ -20,8 +20,16 @@ EXPORTERS = {
     "tf": "kobert.exporters.tensorflow",
     "tf2onnx": "kobert.exporters.tf2onnx",
     "mxnet": "kobert.exporters.mxnet",
+    # Tiers: faster, lossier variants built from another artifact, each judged by its own
+    # parity tier (kobert.parity.GATES). "module:object" names an object with an `export`.
+    "onnx-optimized": "kobert.exporters.onnx_tiers:optimized",
+    "onnx-fp16": "kobert.exporters.onnx_tiers:fp16",
+    "onnx-int8": "kobert.exporters.onnx_tiers:int8",
+    "tflite": "kobert.exporters.tflite:fp32",
+    "tflite-int8": "kobert.exporters.tflite:int8",
 }
-REQUIRES = {"tf2onnx": "tf"}
+REQUIRES = {"tf2onnx": "tf", "onnx-optimized": "onnx", "onnx-fp16": "onnx", "onnx-int8": "onnx",
+            "tflite": "tf", "tflite-int8": "tf"}
 
 
 @dataclass
@@ -41,7 +49,9 @@ class ExportedArtifact:
 
 
 def exporter(name: str):
-    """The exporter module for an artifact name (imports its framework)."""
+    """The exporter (a module, or an object, with `export`) for an artifact name (imports its framework)."""
     if name not in EXPORTERS:
         raise ValueError(f"unknown export target {name!r}; expected one of {', '.join(EXPORTERS)}")
-    return importlib.import_module(EXPORTERS[name])
+    module, _, attribute = EXPORTERS[name].partition(":")
+    found = importlib.import_module(module)
+    return getattr(found, attribute) if attribute else found

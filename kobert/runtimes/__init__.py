@@ -16,6 +16,7 @@ RUNTIMES = {
     "onnx": ("kobert.runtimes.onnx", "OnnxRuntime"),
     "tf": ("kobert.runtimes.tensorflow", "TensorFlowRuntime"),
     "mxnet": ("kobert.runtimes.mxnet", "MXNetRuntime"),
+    "tflite": ("kobert.runtimes.tflite", "TFLiteRuntime"),
 }
 
 

@@ -1,0 +1,306 @@
+"""`kobert bench`: every runtime side by side in one process, on the same inputs.
+
+How we measure:
+- model: KoBERT-base shape, random init, sequence-classification head (2 labels);
+  `--quick` uses the tiny preset. The shipped default (kobert/assets/model/) is
+  measured too when it exists.
+- shapes: latency at batch 1 x 16 and 1 x 128 tokens, throughput at 32 x 128;
+  random ids, full attention mask.
+- timing: `time.perf_counter` around one call, warm-up calls first, the median of
+  `repeats` (>= 5) calls. Every row is also given as a ratio to torch eager on the
+  same inputs: "x torch" = torch time / row time (above 1 is faster than torch).
+- adapters vs raw sessions: the kobert runtime (input checks, casts, output
+  naming) against the framework's own session on the same file; overhead % =
+  adapter / raw - 1.
+- MXNet runs in a worker process (numpy 2 here, MXNet needs numpy < 2), so its
+  rows include the pipe round-trip and its memory is not in ours.
+- memory: peak RSS of this process (VmHWM from /proc/self/status, reset with
+  /proc/self/clear_refs before each stage) minus RSS before the stage; native
+  allocations (ONNX Runtime, TensorFlow) are included, which tracemalloc would miss.
+- export time: each exporter alone (no parity), wall clock.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+SHAPES = {"latency b1 s16": (1, 16), "latency b1 s128": (1, 128), "throughput b32 s128": (32, 128)}
+TARGETS = ("onnx", "tf", "mxnet", "onnx-optimized", "onnx-fp16", "onnx-int8", "tflite", "tflite-int8")
+# row label -> (runtime, artifact)
+RUNTIME_ROWS = {
+    "onnxruntime fp32": ("onnx", "onnx"),
+    "onnxruntime optimized": ("onnx", "onnx-optimized"),
+    "onnxruntime fp16": ("onnx", "onnx-fp16"),
+    "onnxruntime int8": ("onnx", "onnx-int8"),
+    "tensorflow": ("tf", "tf"),
+    "tflite fp32": ("tflite", "tflite"),
+    "tflite int8": ("tflite", "tflite-int8"),
+    "mxnet (worker IPC)": ("mxnet", "mxnet"),
+}
+
+
+@dataclass
+class BenchResult:
+    model: str
+    repeats: int
+    speed: dict[str, dict[str, float]] = field(default_factory=dict)  # row -> shape -> median seconds
+    overhead: dict[str, dict[str, float]] = field(default_factory=dict)  # row -> shape -> adapter/raw - 1
+    export_seconds: dict[str, float] = field(default_factory=dict)
+    size_bytes: dict[str, int] = field(default_factory=dict)
+    memory_mb: dict[str, float] = field(default_factory=dict)
+    tokenizer_docs_per_s: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    others: list["BenchResult"] = field(default_factory=list)  # the shipped default, when measured
+
+    def ratios(self) -> dict[str, dict[str, float]]:
+        torch_row = self.speed.get("torch eager", {})
+        return {row: {shape: torch_row[shape] / s for shape, s in by_shape.items() if shape in torch_row}
+                for row, by_shape in self.speed.items()}
+
+    def table(self) -> str:
+        shapes = list(SHAPES)
+        lines = [f"## {self.model} (median of {self.repeats}; ms, and x torch = torch time / row time)", "",
+                 "| runtime | " + " | ".join(f"{s} ms | x torch" for s in shapes) + " |",
+                 "|---|" + "---|---|" * len(shapes)]
+        ratios = self.ratios()
+        for row, by_shape in self.speed.items():
+            cells = [f"{by_shape[s] * 1e3:.2f} | {ratios[row][s]:.2f}" if s in by_shape else "- | -" for s in shapes]
+            lines.append(f"| {row} | " + " | ".join(cells) + " |")
+        if self.overhead:
+            lines += ["", "| adapter vs raw session | " + " | ".join(f"{s} overhead %" for s in shapes) + " |",
+                      "|---|" + "---|" * len(shapes)]
+            for row, by_shape in self.overhead.items():
+                lines.append(f"| {row} | " + " | ".join(f"{by_shape[s] * 100:+.1f}" if s in by_shape else "-"
+                                                        for s in shapes) + " |")
+        if self.export_seconds or self.size_bytes:
+            lines += ["", "| artifact | export s | size MB | peak RSS delta MB (load + bench) |", "|---|---|---|---|"]
+            for name in dict.fromkeys([*self.export_seconds, *self.size_bytes]):
+                e = self.export_seconds.get(name)
+                size = self.size_bytes.get(name)
+                mem = self.memory_mb.get(name)
+                lines.append(f"| {name} | {'-' if e is None else f'{e:.1f}'} | "
+                             f"{'-' if size is None else f'{size / 1e6:.1f}'} | {'-' if mem is None else f'{mem:.0f}'} |")
+        if self.tokenizer_docs_per_s:
+            lines += ["", "| tokenizer | docs/s |", "|---|---|"]
+            lines += [f"| {name} | {rate:,.0f} |" for name, rate in self.tokenizer_docs_per_s.items()]
+        if self.notes:
+            lines += [""] + [f"- {note}" for note in self.notes]
+        text = "\n".join(lines)
+        return "\n\n".join([text] + [other.table() for other in self.others])
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "repeats": self.repeats, "seconds": self.speed, "x_torch": self.ratios(),
+                "adapter_overhead": self.overhead, "export_seconds": self.export_seconds,
+                "size_bytes": self.size_bytes, "peak_rss_delta_mb": self.memory_mb,
+                "tokenizer_docs_per_s": self.tokenizer_docs_per_s, "notes": self.notes,
+                "others": [o.to_dict() for o in self.others]}
+
+
+# --- measuring -------------------------------------------------------------------
+
+
+def median_seconds(fn, repeats: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _rss_mb(field_name: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def make_inputs(shape: tuple[int, int], vocab_size: int, seed: int = 0) -> dict[str, np.ndarray]:
+    ids = np.random.default_rng(seed).integers(5, vocab_size, size=shape, dtype=np.int64)
+    ids[:, 0] = 2  # [CLS]
+    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+
+
+def _raw_sessions(export_dir: Path, manifest: dict) -> dict:
+    """The framework's own session per artifact: label -> callable(inputs)."""
+    raw = {}
+    for label, (runtime, artifact) in RUNTIME_ROWS.items():
+        if artifact not in manifest["artifacts"]:
+            continue
+        entry = manifest["artifacts"][artifact]
+        path = export_dir / entry["files"][0]
+        if runtime == "onnx":
+            import onnxruntime
+
+            session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            raw[label] = lambda inputs, s=session: s.run(None, inputs)
+        elif runtime == "tf":
+            import tensorflow as tf
+
+            model = tf.saved_model.load(str(path))
+            signature = model.signatures["serving_default"]
+            raw[label] = lambda inputs, f=signature, m=model: f(**{k: tf.constant(v) for k, v in inputs.items()})
+        elif runtime == "tflite":
+            import tensorflow as tf
+
+            interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=os.cpu_count() or 1)
+            runner = interpreter.get_signature_runner("serving_default")
+            raw[label] = lambda inputs, r=runner: r(**inputs)  # the runner resizes by itself
+    return raw
+
+
+def _export_all(weights, export_dir: Path, targets, result: BenchResult) -> dict:
+    """Each exporter timed alone; the manifest runtimes need, without parity."""
+    import json
+
+    from kobert.checkpoint import save_hf_checkpoint
+    from kobert.exporters import EXPORTERS, exporter
+
+    save_hf_checkpoint(weights, export_dir / "reference")
+    manifest = {"source": "bench", "tokenizer": None, "config": weights.config.to_hf_dict(),
+                "reference": {"files": ["reference"], "outputs": list(weights.config.output_names), "inputs": []},
+                "artifacts": {}}
+    for name in [n for n in EXPORTERS if n in targets]:
+        start = time.perf_counter()
+        try:
+            artifact = exporter(name).export(weights, export_dir)
+        except Exception as e:  # an exporter that cannot run here (no MXNet env) is a note, not a crash
+            result.notes.append(f"{name}: not exported ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
+            continue
+        result.export_seconds[name] = time.perf_counter() - start
+        manifest["artifacts"][name] = artifact.manifest_entry()
+        result.size_bytes[name] = sum(p.stat().st_size for f in artifact.files
+                                      for p in ([export_dir / f] if (export_dir / f).is_file() else (export_dir / f).rglob("*"))
+                                      if p.is_file())
+    (export_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def bench_model(weights, label: str, repeats: int, warmup: int, workdir: Path) -> BenchResult:
+    import torch
+
+    from kobert import runtimes
+    from kobert.checkpoint import build_reference_model
+
+    result = BenchResult(label, repeats)
+    manifest = _export_all(weights, workdir, TARGETS, result)
+    vocab = weights.config.vocab_size
+    inputs = {name: make_inputs(shape, vocab) for name, shape in SHAPES.items()}
+    measured_peak = _reset_peak()
+
+    model = build_reference_model(weights).eval()
+    torch_inputs = {name: {k: torch.from_numpy(v) for k, v in x.items()} for name, x in inputs.items()}
+
+    def torch_call(x):
+        with torch.inference_mode():
+            return model(**x)
+
+    result.speed["torch eager"] = {s: median_seconds(lambda x=torch_inputs[s]: torch_call(x), repeats, warmup) for s in SHAPES}
+
+    raw = _raw_sessions(workdir, manifest)
+    for row, (runtime_name, artifact) in RUNTIME_ROWS.items():
+        if artifact not in manifest["artifacts"]:
+            continue
+        before = _rss_mb("VmRSS")
+        _reset_peak()
+        try:
+            runtime = runtimes.load(workdir, runtime=runtime_name, artifact=artifact)
+        except Exception as e:
+            result.notes.append(f"{row}: could not load ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
+            continue
+        with runtime:
+            result.speed[row] = {s: median_seconds(lambda x=inputs[s]: runtime.run(**x), repeats, warmup) for s in SHAPES}
+        if row in raw:
+            raw_times = {s: median_seconds(lambda x=inputs[s]: raw[row](x), repeats, warmup) for s in SHAPES}
+            result.speed[row + " (raw session)"] = raw_times
+            result.overhead[row] = {s: result.speed[row][s] / raw_times[s] - 1 for s in SHAPES}
+        peak = _rss_mb("VmHWM")
+        if measured_peak and before is not None and peak is not None:
+            result.memory_mb[artifact] = peak - before
+        if artifact == "tf":
+            _bench_xla(workdir / manifest["artifacts"]["tf"]["files"][0], inputs, repeats, warmup, result)
+    if not measured_peak:
+        result.notes.append("peak memory not measured: /proc/self/clear_refs is not writable here")
+    result.notes.append(f"threads: torch {torch.get_num_threads()}, onnxruntime and tensorflow defaults, "
+                        f"tflite {os.cpu_count()}; {os.cpu_count()} CPUs visible")
+    result.notes.append("memory column: peak RSS (VmHWM) minus RSS before loading, per runtime stage; "
+                        "the MXNet worker's memory is in another process and not counted")
+    return result
+
+
+def _bench_xla(savedmodel: Path, inputs: dict, repeats: int, warmup: int, result: BenchResult) -> None:
+    import tensorflow as tf
+
+    model = tf.saved_model.load(str(savedmodel))
+    signature = model.signatures["serving_default"]
+    compiled = tf.function(lambda **kw: signature(**kw), jit_compile=True)
+    try:
+        feeds = {s: {k: tf.constant(v) for k, v in x.items()} for s, x in inputs.items()}
+        result.speed["tensorflow XLA (jit_compile)"] = {
+            s: median_seconds(lambda x=feeds[s]: compiled(**x), repeats, warmup + 1) for s in SHAPES}
+    except Exception as e:
+        result.notes.append(f"tensorflow XLA: not measured ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
+
+
+def bench_tokenizer(quick: bool) -> dict[str, float]:
+    from kobert.demo import shipped
+    from kobert.tokenizer import get_tokenizer
+
+    nsmc = Path(os.environ.get("KOBERT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "nsmc" / "ratings_test.txt"
+    if nsmc.is_file():
+        lines = nsmc.read_text(encoding="utf-8").splitlines()[1:]
+        docs, source = [line.split("\t")[1] if "\t" in line else line for line in lines], "NSMC test"
+    else:
+        import json
+
+        texts = json.loads((shipped("tokenizer").parent / "golden_inputs.json").read_text(encoding="utf-8"))["texts"]
+        docs, source = texts * 1000, "golden texts x1000"
+    docs = docs[:2000] if quick else docs
+    tokenizer = get_tokenizer(shipped("tokenizer"))
+    seconds = median_seconds(lambda: tokenizer(docs), 3 if quick else 5, 1)
+    return {f"kobert fast, batch ({len(docs):,} docs, {source})": len(docs) / seconds}
+
+
+def run_bench(quick: bool = False, repeats: int | None = None) -> BenchResult:
+    """The whole benchmark; `quick` (tiny preset, 5 repeats, 2 warm-up calls) fits in CI time."""
+    from kobert.checkpoint import init_checkpoint, load_checkpoint
+    from kobert.config import preset
+
+    name = "tiny" if quick else "base"
+    repeats = repeats or 5
+    warmup = 2
+    with tempfile.TemporaryDirectory(prefix="kobert-bench-") as tmp:
+        tmp = Path(tmp)
+        checkpoint = init_checkpoint(preset(name).with_head("sequence_classification", 2), tmp / "checkpoint", seed=0)
+        weights = load_checkpoint(checkpoint).weights
+        result = bench_model(weights, f"KoBERT-{name} (random init, 2-label head)", repeats, warmup, tmp / "export")
+        shipped_model = Path(__file__).parent / "assets" / "model"
+        if quick:
+            result.notes.append("shipped default not measured in --quick")
+        elif (shipped_model / "config.json").is_file():
+            result.others.append(bench_model(load_checkpoint(shipped_model).weights, "shipped default",
+                                             repeats, warmup, tmp / "export-default"))
+        else:
+            result.notes.append(f"shipped default skipped: {shipped_model} does not exist")
+    result.tokenizer_docs_per_s = bench_tokenizer(quick)
+    return result

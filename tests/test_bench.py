@@ -1,0 +1,35 @@
+"""`kobert bench --quick`: the tables have their rows and every ratio is a finite number.
+
+Nothing here compares a timing with a threshold; the numbers are for people to read.
+"""
+
+import math
+
+from kobert.bench import RUNTIME_ROWS, SHAPES, run_bench
+from kobert.cli import main
+
+
+def test_quick_bench_table_rows_and_finite_ratios(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--quick", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for row in ["torch eager", "onnxruntime fp32", "onnxruntime optimized", "onnxruntime fp16", "onnxruntime int8",
+                "tensorflow", "tensorflow XLA (jit_compile)", "tflite fp32", "tflite int8"]:
+        assert f"| {row} |" in printed, row
+    assert "| adapter vs raw session |" in printed and "| tokenizer | docs/s |" in printed
+    import json
+
+    data = json.loads(out.read_text())
+    assert set(data["x_torch"]) >= {"torch eager", "onnxruntime fp32", "tflite fp32"}
+    for row, by_shape in data["x_torch"].items():
+        assert set(by_shape) == set(SHAPES), row
+        assert all(math.isfinite(r) and r > 0 for r in by_shape.values()), row
+    for row, by_shape in data["adapter_overhead"].items():
+        assert all(math.isfinite(v) for v in by_shape.values()), row
+    assert all(size > 0 for size in data["size_bytes"].values())
+
+
+def test_rows_cover_every_runtime_of_the_tiers():
+    assert {artifact for _, artifact in RUNTIME_ROWS.values()} >= {"onnx", "onnx-optimized", "onnx-fp16", "onnx-int8",
+                                                                  "tf", "tflite", "tflite-int8", "mxnet"}
+    assert callable(run_bench)
