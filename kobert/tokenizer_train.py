@@ -8,31 +8,26 @@ the 5 BERT specials, giving `vocab_size` ids in total.
 
 from __future__ import annotations
 
-import lzma
 import random
-import re
 from collections.abc import Iterator
 from pathlib import Path
+
+from kobert.training.corpus import iter_documents, regex_split
 
 DEFAULT_MAX_SENTENCES = 1_000_000
 # sentencepiece's own default; longer lines are skipped by the trainer, so we cut them.
 MAX_SENTENCE_CHARS = 4192
 SP_MODEL_NAME = "tokenizer.model"
-# Wikipedia lines are whole articles; the trainer wants sentence-sized lines.
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 def iter_sentences(corpus_file: str | Path) -> Iterator[str]:
-    """Sentences of a plain or .xz text file (one document per line, split after . ! ?)."""
-    path = Path(corpus_file)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: corpus file not found")
-    opener = lzma.open if path.suffix == ".xz" else open
-    with opener(path, "rt", encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            for sentence in _SENTENCE_END.split(line.strip()):
-                if sentence:
-                    yield sentence[:MAX_SENTENCE_CHARS]
+    """Sentences of a plain or .xz text file (one document per line, split after . ! ?).
+
+    Wikipedia lines are whole articles; the trainer wants sentence-sized lines.
+    """
+    for document in iter_documents(corpus_file, min_chars=1):
+        for sentence in regex_split(document):
+            yield sentence[:MAX_SENTENCE_CHARS]
 
 
 def sample_sentences(corpus_files, max_sentences: int | None, seed: int) -> list[str]:
