@@ -91,7 +91,7 @@ def cmd_run(args) -> int:
         texts += [line.rstrip("\n") for line in Path(args.input).read_text(encoding="utf-8").splitlines()]
     if not texts:
         raise ValueError("no text given (pass TEXT... or --input FILE)")
-    with runtimes.load(args.dir, runtime=args.runtime) as runtime:
+    with runtimes.load(args.dir, runtime=args.runtime, artifact=args.artifact) as runtime:
         if args.output == "embeddings":
             values = runtime.embed(texts, pooling=args.pooling)
             key = "embedding"
@@ -193,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("run", help="embeddings or logits through one runtime, one JSON object per text")
     p.add_argument("dir")
-    p.add_argument("--runtime", choices=["torch", "onnx", "tf", "mxnet"], required=True)
+    p.add_argument("--runtime", choices=["torch", "onnx", "tf", "mxnet", "tflite"], required=True)
+    p.add_argument("--artifact", default=None, help="which manifest artifact the runtime opens (e.g. tf2onnx, onnx-int8)")
     p.add_argument("--output", choices=["embeddings", "logits"], default="embeddings")
     p.add_argument("--pooling", choices=["cls", "mean"], default="cls")
     p.add_argument("--input", default=None, help="a file with one text per line")

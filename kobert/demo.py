@@ -22,9 +22,9 @@ REVIEWS = [
     "이 영화 정말 재밌어요 ㅋㅋㅋ 강추!!",
     "스토리가 너무 지루하고 연기도 별로였다....",
     "배우들의 연기가 훌륭했지만 결말이 아쉬웠습니다.",
-    "한국어 모델을 공유합니다.",
+    "시간 낭비였다. 최악의 영화",
+    "올해 본 영화 중 최고였다",
 ]
-RUNS = (("torch", None), ("onnx", "onnx"), ("onnx", "tf2onnx"), ("tf", None), ("mxnet", None))
 
 
 def shipped(name: str) -> Path:
@@ -51,6 +51,7 @@ def _demo_checkpoint(workdir: Path) -> tuple[Path, str]:
 
 def run_demo(out: str | Path = "artifacts/default") -> int:
     from kobert import runtimes
+    from kobert.evaluate import RUNS
     from kobert.export import export
     from kobert.tokenizer import get_tokenizer
 
@@ -76,12 +77,13 @@ def run_demo(out: str | Path = "artifacts/default") -> int:
             logits = runtime.logits(REVIEWS)
         probabilities = np.exp(logits - logits.max(-1, keepdims=True))
         probabilities /= probabilities.sum(-1, keepdims=True)
+        names = result.manifest["config"].get("id2label", {})
         for i, row in enumerate(probabilities):
-            cells[i, label] = f"{int(row.argmax())}:{row.max():.4f}"
+            cells[i, label] = f"{names.get(str(int(row.argmax())), int(row.argmax()))} {row.max():.4f}"
     print("| review | " + " | ".join(columns) + " |")
     print("|---|" + "---|" * len(columns))
     for i, text in enumerate(REVIEWS):
         print(f"| {text} | " + " | ".join(cells[i, c] for c in columns) + " |")
-    agree = all(len({cells[i, c].split(":")[0] for c in columns}) == 1 for i in range(len(REVIEWS)))
+    agree = all(len({cells[i, c].split()[0] for c in columns}) == 1 for i in range(len(REVIEWS)))
     print(f"\nall runtimes agree on every label: {agree}")
     return 0 if agree and result.report.passed else 1
