@@ -24,8 +24,4 @@ def get_kobert_model(path=None):
     """
     from kobert.checkpoint import load_reference_model
 
-    if path is None:
-        from kobert.demo import default_checkpoint
-
-        path = default_checkpoint()
-    return load_reference_model(path)
+    return load_reference_model("default" if path is None else path)

@@ -263,7 +263,7 @@ def _bench_xla(savedmodel: Path, inputs: dict, repeats: int, warmup: int, result
 
 
 def bench_tokenizer(quick: bool) -> dict[str, float]:
-    from kobert.demo import shipped
+    from kobert.checkpoint import shipped
     from kobert.tokenizer import get_tokenizer
 
     nsmc = Path(os.environ.get("KOBERT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "nsmc" / "ratings_test.txt"

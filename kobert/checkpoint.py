@@ -30,12 +30,15 @@ from kobert.config import KoBertConfig
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 HEAD_PREFIXES = ("classifier.", "qa_outputs.", "cls.")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+ASSETS = Path(__file__).parent / "assets"
+DEFAULT = "default"  # names the shipped default model wherever a checkpoint is expected
 
 
 @dataclass
 class LoadedCheckpoint:
     weights: CanonicalWeights
     source: dict = field(default_factory=dict)  # kind, location, files with sha256
+    path: Path | None = None  # the local directory or file the weights were read from
 
     @property
     def config(self) -> KoBertConfig:
@@ -136,8 +139,23 @@ def download_from_hub(repo_id: str) -> Path:
         raise CheckpointError(f"{repo_id}: could not fetch from the Hugging Face hub (offline, or no such repo?): {reason}") from None
 
 
+def shipped(name: str) -> Path:
+    """A file or folder shipped inside the package (kobert/assets/NAME)."""
+    return ASSETS / name
+
+
+def default_checkpoint() -> Path:
+    """The shipped default model: a small KoBERT fine-tuned on NSMC (see its CARD.md)."""
+    model = shipped("model")
+    if not (model / "config.json").is_file():
+        raise CheckpointError(f"{model}: no shipped default model in this version of kobert")
+    return model
+
+
 def resolve(src: str | Path) -> tuple[Path, str]:
-    """(local path, kind) for a checkpoint reference: 'hf_dir', 'legacy' or 'hub'."""
+    """(local path, kind) for a checkpoint reference: 'default', 'hf_dir', 'legacy' or 'hub'."""
+    if str(src) == DEFAULT:
+        return default_checkpoint(), "default"
     path = Path(src)
     if path.is_dir():
         return path, "hf_dir"
@@ -171,7 +189,7 @@ def load_checkpoint(src: str | Path) -> LoadedCheckpoint:
     weights = CanonicalWeights.from_hf_state_dict(config, state, source=str(weight_file))
     source = {"kind": kind, "location": str(src), "pad_token_id": config.pad_token_id,
               "sha256": {f.name: sha256_file(f) for f in files}}
-    return LoadedCheckpoint(weights, source)
+    return LoadedCheckpoint(weights, source, path)
 
 
 # --- transformers models (the independent reference) --------------------------

@@ -59,7 +59,7 @@ def cmd_export(args) -> int:
     from kobert.export import ParityFailure, export
 
     try:
-        result = export(resolve_default(args.src), args.out, targets=args.to, tokenizer=args.tokenizer, force=args.force,
+        result = export(args.src, args.out, targets=args.to, tokenizer=args.tokenizer, force=args.force,
                         eval_set=args.eval_set)
     except ParityFailure as failure:
         print(failure.report.table())
@@ -134,15 +134,6 @@ def cmd_eval_nsmc(args) -> int:
     worst = min(r.agreement for r in results)
     print(f"\nlowest agreement with torch: {100 * worst:.3f} %")
     return 0 if worst >= args.min_agreement else 1
-
-
-def resolve_default(src: str) -> str:
-    """The word `default` names the shipped default checkpoint wherever a checkpoint is expected."""
-    if src == "default":
-        from kobert.demo import default_checkpoint
-
-        return str(default_checkpoint())
-    return src
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,22 +1,19 @@
-"""`kobert demo`, the main job: the shipped default through every framework.
+"""`kobert demo`, the main job: the shipped default through every framework, offline.
 
 1. tokenise a few Korean reviews with the shipped tokenizer;
-2. export the shipped default model to TF, ONNX, tf2onnx-ONNX and MXNet, checking parity;
+2. export the shipped default model (a small KoBERT fine-tuned on NSMC,
+   kobert/assets/model/CARD.md) to TF, ONNX, tf2onnx-ONNX and MXNet, checking parity;
 3. classify the reviews through all runtimes and print one table.
-
-Until a trained default model ships (kobert/assets/model/), the demo uses a
-deterministic random-init `small` checkpoint with a 2-label head, and says so:
-its labels are meaningless, but every runtime must still agree on them.
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
+
+from kobert.checkpoint import default_checkpoint, shipped
 
 REVIEWS = [
     "이 영화 정말 재밌어요 ㅋㅋㅋ 강추!!",
@@ -25,28 +22,6 @@ REVIEWS = [
     "시간 낭비였다. 최악의 영화",
     "올해 본 영화 중 최고였다",
 ]
-
-
-def shipped(name: str) -> Path:
-    return Path(str(resources.files("kobert").joinpath("assets", name)))
-
-
-def default_checkpoint() -> Path:
-    model = shipped("model")
-    if not (model / "config.json").is_file():
-        raise FileNotFoundError(f"{model}: no shipped default model in this version of kobert")
-    return model
-
-
-def _demo_checkpoint(workdir: Path) -> tuple[Path, str]:
-    try:
-        return default_checkpoint(), "shipped default model"
-    except FileNotFoundError:
-        from kobert.checkpoint import init_checkpoint
-        from kobert.config import preset
-
-        path = init_checkpoint(preset("small").with_head("sequence_classification", 2), workdir / "checkpoint", seed=0)
-        return path, "random-init `small` checkpoint, seed 0 (UNTRAINED: labels are meaningless, agreement is the point)"
 
 
 def run_demo(out: str | Path = "artifacts/default") -> int:
@@ -62,10 +37,9 @@ def run_demo(out: str | Path = "artifacts/default") -> int:
         ids = tokenizer(text)["input_ids"]
         print(json.dumps({"text": text, "tokens": tokenizer.convert_ids_to_tokens(ids), "input_ids": ids}, ensure_ascii=False))
 
-    with tempfile.TemporaryDirectory() as work:
-        checkpoint, what = _demo_checkpoint(Path(work))
-        print(f"\n== 2. export + parity: {what}")
-        result = export(checkpoint, out, tokenizer=tokenizer_dir, force=True)
+    print("\n== 2. export + parity: the shipped default model (kobert/assets/model, see its CARD.md)")
+    # The model folder carries its own tokenizer files, which know the length it was trained at (64).
+    result = export(default_checkpoint(), out, force=True)
     print(result.report.table())
 
     print(f"\n== 3. the same reviews through every runtime ({result.out})")

@@ -214,8 +214,7 @@ def export(src: str | Path, out: str | Path, targets: str | list[str] | None = N
     if out.exists() and any(out.iterdir()) and not force:
         raise ExportError(f"{out}: exists and is not empty (use --force to replace a previous export)")
     loaded = loaded or load_checkpoint(src)
-    src_path = Path(src) if Path(str(src)).exists() else None
-    tokenizer_path = find_tokenizer(src_path, tokenizer)
+    tokenizer_path = find_tokenizer(loaded.path, tokenizer)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))

@@ -67,7 +67,7 @@ def tiny_export(tmp_path_factory, default_tokenizer_dir):
 
 @pytest.fixture(scope="module")
 def default_tokenizer_dir():
-    from kobert.demo import shipped
+    from kobert.checkpoint import shipped
 
     path = shipped("tokenizer")
     return path if (path / "tokenizer.json").is_file() else None

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import sentencepiece
 
-from kobert.demo import shipped
+from kobert.checkpoint import shipped
 
 TOKENIZER_DIR = shipped("tokenizer")
 

@@ -103,7 +103,7 @@ def test_degraded_fp16_model_fails_its_gate(checkpoint, tmp_path, monkeypatch):
 
 
 def test_int8_task_gate_on_a_labelled_eval_set(checkpoint, tmp_path, monkeypatch):
-    from kobert.demo import shipped
+    from kobert.checkpoint import shipped
 
     texts = json.loads((shipped("tokenizer").parent / "golden_inputs.json").read_text(encoding="utf-8"))["texts"]
     with runtimes.load(exported_reference(checkpoint, tmp_path), runtime="onnx") as rt:
@@ -124,7 +124,7 @@ def test_int8_task_gate_on_a_labelled_eval_set(checkpoint, tmp_path, monkeypatch
 
 
 def exported_reference(checkpoint, tmp_path):
-    from kobert.demo import shipped
+    from kobert.checkpoint import shipped
 
     return export(checkpoint, tmp_path / "fp32", targets="onnx", tokenizer=shipped("tokenizer")).out
 

@@ -98,8 +98,10 @@ class Runtime:
     def encode(self, texts: list[str], pairs: list[str] | None = None) -> dict[str, np.ndarray]:
         if isinstance(texts, str):
             texts = [texts]
+        # A tokenizer may know a shorter length than the positions (the length the model was trained at).
+        max_length = min(self.max_length, self.tokenizer.model_max_length)
         encoded = self.tokenizer(list(texts), list(pairs) if pairs else None, padding=True,
-                                 truncation=True, max_length=self.max_length, return_tensors="np")
+                                 truncation=True, max_length=max_length, return_tensors="np")
         return {name: encoded[name] for name in INPUT_NAMES}
 
     def embed(self, texts: list[str], pooling: str = "cls") -> np.ndarray:
