@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kobert.checkpoint import default_checkpoint, shipped
+from kobert.checkpoint import shipped
 
 REVIEWS = [
     "이 영화 정말 재밌어요 ㅋㅋㅋ 강추!!",
@@ -39,7 +39,7 @@ def run_demo(out: str | Path = "artifacts/default") -> int:
 
     print("\n== 2. export + parity: the shipped default model (kobert/assets/model, see its CARD.md)")
     # The model folder carries its own tokenizer files, which know the length it was trained at (64).
-    result = export(default_checkpoint(), out, force=True)
+    result = export("default", out, force=True)
     print(result.report.table())
 
     print(f"\n== 3. the same reviews through every runtime ({result.out})")

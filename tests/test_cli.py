@@ -99,3 +99,28 @@ def test_export_of_a_missing_checkpoint_exits_2(tmp_path):
 def test_missing_export_dir_is_a_clear_error(command):
     result = kobert(*command, check=False)
     assert result.returncode == 2 and "manifest.json" in result.stderr
+
+
+def test_demo_runs_offline_on_the_shipped_default(tmp_path):
+    """README command 1's main job: export the shipped default everywhere and agree on every review."""
+    import os
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-m", "kobert.cli", "demo", "--out", str(tmp_path / "demo")],
+                            capture_output=True, text=True, timeout=900, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "all runtimes agree on every label: True" in result.stdout
+    assert "| 시간 낭비였다. 최악의 영화 | negative" in result.stdout
+    manifest = json.loads((tmp_path / "demo" / "manifest.json").read_text())
+    assert manifest["source"]["kind"] == "default" and set(manifest["artifacts"]) == {"onnx", "tf", "tf2onnx", "mxnet"}
+
+
+def test_default_names_the_shipped_model_everywhere():
+    import kobert as package
+
+    summary = json.loads(kobert("inspect", "default").stdout)
+    assert summary["head"] == "sequence_classification" and summary["config"]["id2label"] == {"0": "negative", "1": "positive"}
+    model = package.get_kobert_model()
+    assert type(model).__name__ == "BertForSequenceClassification"
+    assert summary["parameters"] == sum(p.numel() for p in model.parameters())
+    assert len(package.get_tokenizer()) == model.config.vocab_size == 8002
