@@ -263,9 +263,9 @@ def _build(loaded: LoadedCheckpoint, staging: Path, targets: list[str], tokenize
 
 
 def _torch_version() -> str:
-    import torch
+    from importlib.metadata import version
 
-    return f"torch {torch.__version__.split('+')[0]}"
+    return f"torch {version('torch').split('+')[0]}"
 
 
 def _write_json(path: Path, data: dict) -> None:
