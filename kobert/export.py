@@ -140,7 +140,8 @@ class _TaskData:
 
         texts, self.labels = read_eval_set(eval_set)
         self.source = f" {Path(eval_set).name}"
-        max_length = manifest["config"]["max_position_embeddings"]
+        # The same length rule as Runtime.encode: a tokenizer may know the shorter length its model was trained at.
+        max_length = min(manifest["config"]["max_position_embeddings"], tokenizer.model_max_length)
         self.encoded = []
         for start in range(0, len(texts), 32):
             batch = tokenizer(texts[start:start + 32], padding=True, truncation=True, max_length=max_length,
