@@ -10,10 +10,10 @@ XLNetTokenizer on the same model file.  Median of --runs runs; ratios vs. senten
 import argparse
 import csv
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
+
+from kobert.bench import median_seconds
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("KOBERT_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -30,15 +30,6 @@ def load_documents():
     from conftest import generate_korean_documents
 
     return "generated", generate_korean_documents(50_000, seed=0)
-
-
-def median_seconds(fn, runs):
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main():
@@ -65,7 +56,7 @@ def main():
     ]
     print(f"{len(docs):,} documents ({name}), model {args.model.name}, median of {args.runs} runs, "
           f"{os.cpu_count()} CPUs, RAYON_NUM_THREADS={os.environ.get('RAYON_NUM_THREADS', 'unset')}")
-    results = [(label, median_seconds(fn, args.runs)) for label, fn in rows]
+    results = [(label, median_seconds(fn, args.runs, warmup=0)) for label, fn in rows]
     base = len(docs) / results[1][1]
     print(f"{'tokenizer':40s} {'docs/s':>10s} {'vs sentencepiece':>17s}")
     for label, seconds in results:

@@ -17,7 +17,6 @@ This module imports no framework at import time; torch is imported only to read
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from kobert.canonical import CanonicalWeights, CheckpointError, weight_table
-from kobert.config import KoBertConfig
+from kobert.config import HEAD_ARCHITECTURES, KoBertConfig
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 HEAD_PREFIXES = ("classifier.", "qa_outputs.", "cls.")
@@ -201,10 +200,7 @@ def build_reference_model(weights: CanonicalWeights):
     import transformers
 
     config = weights.config
-    model_class = getattr(transformers, {"none": "BertModel",
-                                         "sequence_classification": "BertForSequenceClassification",
-                                         "token_classification": "BertForTokenClassification",
-                                         "question_answering": "BertForQuestionAnswering"}[config.head])
+    model_class = getattr(transformers, HEAD_ARCHITECTURES[config.head])
     hf_config = transformers.BertConfig(**config.to_hf_dict())
     model = model_class._from_config(hf_config, attn_implementation="eager")
     state = weights.to_hf_state_dict()

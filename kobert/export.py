@@ -20,7 +20,7 @@ import numpy as np
 
 from kobert.checkpoint import LoadedCheckpoint, load_checkpoint, save_hf_checkpoint
 from kobert.exporters import EXPORTERS, REQUIRES, exporter
-from kobert.parity import FP32_TOLERANCE, GATES, ParityReport, check_runtime, golden_cases, task_gate
+from kobert.parity import FP32_TOLERANCE, GATES, ArtifactParity, ParityReport, check_runtime, golden_cases, task_gate
 
 # artifact -> runtime that runs it
 ARTIFACT_RUNTIMES = {"onnx": "onnx", "tf": "tf", "tf2onnx": "onnx", "mxnet": "mxnet",
@@ -31,7 +31,6 @@ ARTIFACT_RUNTIMES = {"onnx": "onnx", "tf": "tf", "tf2onnx": "onnx", "mxnet": "mx
 ARTIFACT_TIERS = {"onnx-optimized": "fp32-fused", "onnx-fp16": "fp16", "onnx-int8": "int8",
                   "tflite-int8": "int8"}
 DEFAULT_TARGETS = ("tf", "onnx", "tf2onnx", "mxnet")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
 class ExportError(RuntimeError):
@@ -178,8 +177,6 @@ def check_parity(export_dir: Path, manifest: dict, tolerance: float = FP32_TOLER
         try:
             runtime = runtimes.load(export_dir, runtime=runtime_name, artifact=artifact)
         except Exception as e:
-            from kobert.parity import ArtifactParity
-
             report.artifacts[artifact] = ArtifactParity(artifact, runtime_name, error=f"could not load: {e}")
             continue
         tier = ARTIFACT_TIERS.get(artifact)

@@ -250,7 +250,6 @@ def latest_checkpoint(out: Path) -> Path | None:
 
 
 def load_checkpoint_state(path: Path, model, optimizer, cfg: PretrainConfig, device) -> dict:
-    import torch
     from safetensors.torch import load_file
 
     state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
