@@ -73,4 +73,7 @@ def mxnet_subprocess_env(base: dict[str, str] | None = None) -> dict[str, str]:
     # The main venv's site-packages must not leak in (numpy 2 would break mxnet).
     env.pop("PYTHONHOME", None)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # MXNet's OpenMP pool defaults to half the visible CPUs (it assumes hyper-threads);
+    # measured on 2 vCPUs: KoBERT-base b32 x 128 takes 3.97 s with 1 thread, 2.47 s with 2.
+    env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
     return env
