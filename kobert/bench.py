@@ -6,8 +6,10 @@ How we measure:
   measured too when it exists.
 - shapes: latency at batch 1 x 16 and 1 x 128 tokens, throughput at 32 x 128;
   random ids, full attention mask.
-- timing: `time.perf_counter` around one call, warm-up calls first, the median of
-  `repeats` (>= 5) calls. Every row is also given as a ratio to torch eager on the
+- timing: every row loaded first, then the rows take turns call by call (so
+  drift of the machine hits every row alike), a short pause before each call so
+  the previous row's spinning thread pool is idle; `time.perf_counter` around one
+  call, warm-up calls first, the median of `repeats` (>= 5) calls per row. Every row is also given as a ratio to torch eager on the
   same inputs: "x torch" = torch time / row time (above 1 is faster than torch).
 - adapters vs raw sessions: the kobert runtime (input checks, casts, output
   naming) against the framework's own session on the same file; overhead % =
@@ -22,7 +24,9 @@ How we measure:
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import statistics
 import tempfile
 import time
@@ -196,70 +200,114 @@ def _export_all(weights, export_dir: Path, targets, result: BenchResult) -> dict
     return manifest
 
 
-def bench_model(weights, label: str, repeats: int, warmup: int, workdir: Path) -> BenchResult:
+def _load_rows(weights, workdir: Path, manifest: dict, inputs: dict, result: BenchResult,
+               stack: contextlib.ExitStack) -> dict:
+    """Every row as label -> callable(shape name); runtimes stay open until `stack` closes.
+
+    Memory per artifact: peak RSS while it loads and runs each shape once, minus RSS before.
+    """
     import torch
 
     from kobert import runtimes
     from kobert.checkpoint import build_reference_model
 
-    result = BenchResult(label, repeats)
-    manifest = _export_all(weights, workdir, TARGETS, result)
-    vocab = weights.config.vocab_size
-    inputs = {name: make_inputs(shape, vocab) for name, shape in SHAPES.items()}
-    measured_peak = _reset_peak()
-
     model = build_reference_model(weights).eval()
     torch_inputs = {name: {k: torch.from_numpy(v) for k, v in x.items()} for name, x in inputs.items()}
 
-    def torch_call(x):
+    def torch_call(shape):
         with torch.inference_mode():
-            return model(**x)
+            return model(**torch_inputs[shape])
 
-    result.speed["torch eager"] = {s: median_seconds(lambda x=torch_inputs[s]: torch_call(x), repeats, warmup) for s in SHAPES}
-
+    rows = {"torch eager": torch_call}
     raw = _raw_sessions(workdir, manifest)
     for row, (runtime_name, artifact) in RUNTIME_ROWS.items():
         if artifact not in manifest["artifacts"]:
             continue
         before = _rss_mb("VmRSS")
-        _reset_peak()
+        peak_reset = _reset_peak()
         try:
-            runtime = runtimes.load(workdir, runtime=runtime_name, artifact=artifact)
+            runtime = stack.enter_context(runtimes.load(workdir, runtime=runtime_name, artifact=artifact))
         except Exception as e:
             result.notes.append(f"{row}: could not load ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
             continue
-        with runtime:
-            result.speed[row] = {s: median_seconds(lambda x=inputs[s]: runtime.run(**x), repeats, warmup) for s in SHAPES}
+        rows[row] = lambda shape, r=runtime: r.run(**inputs[shape])
         if row in raw:
-            raw_times = {s: median_seconds(lambda x=inputs[s]: raw[row](x), repeats, warmup) for s in SHAPES}
-            result.speed[row + " (raw session)"] = raw_times
-            result.overhead[row] = {s: result.speed[row][s] / raw_times[s] - 1 for s in SHAPES}
-        peak = _rss_mb("VmHWM")
-        if measured_peak and before is not None and peak is not None:
-            result.memory_mb[artifact] = peak - before
+            rows[row + " (raw session)"] = lambda shape, f=raw[row]: f(inputs[shape])
         if artifact == "tf":
-            _bench_xla(workdir / manifest["artifacts"]["tf"]["files"][0], inputs, repeats, warmup, result)
-    if not measured_peak:
+            rows["tensorflow XLA (jit_compile)"] = _xla_row(workdir / manifest["artifacts"]["tf"]["files"][0], inputs)
+        for shape in SHAPES:
+            rows[row](shape)
+        peak = _rss_mb("VmHWM")
+        if peak_reset and before is not None and peak is not None:
+            result.memory_mb[artifact] = peak - before
+    return rows
+
+
+def _time_round_robin(rows: dict, repeats: int, warmup: int, settle: float) -> dict[str, dict[str, float]]:
+    """Median seconds per row and shape, the rows taking turns call by call.
+
+    Taking turns spreads any drift of the machine over every row alike, so the
+    ratios compare like with like.  Before each timed call we sleep `settle`
+    seconds: thread pools (OpenMP, ONNX Runtime, TensorFlow) spin for a while
+    after a call and would otherwise steal the next row's cores.  The order is
+    shuffled every round (fixed seed): measured here, the call right after
+    another framework's call can be 2x slower, and a fixed order would always
+    charge that to the same row.
+    """
+    speed = {row: {} for row in rows}
+    order = list(rows)
+    shuffle = random.Random(0).shuffle
+    for shape in SHAPES:
+        for call in rows.values():
+            for _ in range(warmup):
+                call(shape)
+        times = {row: [] for row in rows}
+        for _ in range(repeats):
+            shuffle(order)
+            for row in order:
+                call = rows[row]
+                time.sleep(settle)
+                start = time.perf_counter()
+                call(shape)
+                times[row].append(time.perf_counter() - start)
+        for row in rows:
+            speed[row][shape] = statistics.median(times[row])
+    return speed
+
+
+def bench_model(weights, label: str, repeats: int, warmup: int, settle: float, workdir: Path) -> BenchResult:
+    import torch
+
+    result = BenchResult(label, repeats)
+    manifest = _export_all(weights, workdir, TARGETS, result)
+    inputs = {name: make_inputs(shape, weights.config.vocab_size) for name, shape in SHAPES.items()}
+    if not _reset_peak():
         result.notes.append("peak memory not measured: /proc/self/clear_refs is not writable here")
-    result.notes.append(f"threads: torch {torch.get_num_threads()}, onnxruntime and tensorflow defaults, "
-                        f"tflite {os.cpu_count()}; {os.cpu_count()} CPUs visible")
-    result.notes.append("memory column: peak RSS (VmHWM) minus RSS before loading, per runtime stage; "
+    with contextlib.ExitStack() as stack:
+        rows = _load_rows(weights, workdir, manifest, inputs, result, stack)
+        result.speed = _time_round_robin(rows, repeats, warmup, settle)
+    for row in RUNTIME_ROWS:
+        raw_row = row + " (raw session)"
+        if row in result.speed and raw_row in result.speed:
+            result.overhead[row] = {s: result.speed[row][s] / result.speed[raw_row][s] - 1 for s in SHAPES}
+    result.notes.append(f"rows timed in turn, call by call, {settle:g} s pause before each call; "
+                        f"threads: torch {torch.get_num_threads()}, onnxruntime and tensorflow defaults, "
+                        f"tflite {os.cpu_count()}, mxnet OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', os.cpu_count())}; "
+                        f"{os.cpu_count()} CPUs visible")
+    result.notes.append("memory column: peak RSS (VmHWM) minus RSS before loading, per runtime (load + warm-up); "
                         "the MXNet worker's memory is in another process and not counted")
     return result
 
 
-def _bench_xla(savedmodel: Path, inputs: dict, repeats: int, warmup: int, result: BenchResult) -> None:
+def _xla_row(savedmodel: Path, inputs: dict):
+    """The SavedModel's signature compiled with XLA (`jit_compile=True`): a callable(shape name)."""
     import tensorflow as tf
 
     model = tf.saved_model.load(str(savedmodel))
     signature = model.signatures["serving_default"]
     compiled = tf.function(lambda **kw: signature(**kw), jit_compile=True)
-    try:
-        feeds = {s: {k: tf.constant(v) for k, v in x.items()} for s, x in inputs.items()}
-        result.speed["tensorflow XLA (jit_compile)"] = {
-            s: median_seconds(lambda x=feeds[s]: compiled(**x), repeats, warmup + 1) for s in SHAPES}
-    except Exception as e:
-        result.notes.append(f"tensorflow XLA: not measured ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
+    feeds = {s: {k: tf.constant(v) for k, v in x.items()} for s, x in inputs.items()}
+    return lambda shape, m=model: compiled(**feeds[shape])
 
 
 def bench_tokenizer(quick: bool) -> dict[str, float]:
@@ -281,25 +329,27 @@ def bench_tokenizer(quick: bool) -> dict[str, float]:
     return {f"kobert fast, batch ({len(docs):,} docs, {source})": len(docs) / seconds}
 
 
-def run_bench(quick: bool = False, repeats: int | None = None) -> BenchResult:
+def run_bench(quick: bool = False, repeats: int | None = None, settle: float | None = None) -> BenchResult:
     """The whole benchmark; `quick` (tiny preset, 5 repeats, 2 warm-up calls) fits in CI time."""
     from kobert.checkpoint import init_checkpoint, load_checkpoint
     from kobert.config import preset
 
     name = "tiny" if quick else "base"
-    repeats = repeats or 5
+    repeats = repeats or (5 if quick else 7)
     warmup = 2
+    settle = settle if settle is not None else 0.1 if quick else 0.3
     with tempfile.TemporaryDirectory(prefix="kobert-bench-") as tmp:
         tmp = Path(tmp)
         checkpoint = init_checkpoint(preset(name).with_head("sequence_classification", 2), tmp / "checkpoint", seed=0)
         weights = load_checkpoint(checkpoint).weights
-        result = bench_model(weights, f"KoBERT-{name} (random init, 2-label head)", repeats, warmup, tmp / "export")
+        result = bench_model(weights, f"KoBERT-{name} (random init, 2-label head)", repeats, warmup, settle,
+                             tmp / "export")
         shipped_model = Path(__file__).parent / "assets" / "model"
         if quick:
             result.notes.append("shipped default not measured in --quick")
         elif (shipped_model / "config.json").is_file():
             result.others.append(bench_model(load_checkpoint(shipped_model).weights, "shipped default",
-                                             repeats, warmup, tmp / "export-default"))
+                                             repeats, warmup, settle, tmp / "export-default"))
         else:
             result.notes.append(f"shipped default skipped: {shipped_model} does not exist")
     result.tokenizer_docs_per_s = bench_tokenizer(quick)
