@@ -48,6 +48,11 @@ RUNTIME_ROWS = {
     "tflite int8": ("tflite", "tflite-int8"),
     "mxnet (worker IPC)": ("mxnet", "mxnet"),
 }
+MXNET_RAW_ROW = "mxnet SymbolBlock (raw session, own process)"
+
+
+def runtime_of(row: str) -> str:
+    return RUNTIME_ROWS[row][0]
 
 
 @dataclass
@@ -286,8 +291,10 @@ def bench_model(weights, label: str, repeats: int, warmup: int, settle: float, w
     with contextlib.ExitStack() as stack:
         rows = _load_rows(weights, workdir, manifest, inputs, result, stack)
         result.speed = _time_round_robin(rows, repeats, warmup, settle)
+    if "mxnet" in manifest["artifacts"]:
+        _time_mxnet_raw(workdir, manifest["artifacts"]["mxnet"], inputs, repeats, warmup, result)
     for row in RUNTIME_ROWS:
-        raw_row = row + " (raw session)"
+        raw_row = MXNET_RAW_ROW if runtime_of(row) == "mxnet" else row + " (raw session)"
         if row in result.speed and raw_row in result.speed:
             result.overhead[row] = {s: result.speed[row][s] / result.speed[raw_row][s] - 1 for s in SHAPES}
     result.notes.append(f"rows timed in turn, call by call, {settle:g} s pause before each call; "
@@ -297,6 +304,34 @@ def bench_model(weights, label: str, repeats: int, warmup: int, settle: float, w
     result.notes.append("memory column: peak RSS (VmHWM) minus RSS before loading, per runtime (load + warm-up); "
                         "the MXNet worker's memory is in another process and not counted")
     return result
+
+
+def _time_mxnet_raw(workdir: Path, entry: dict, inputs: dict, repeats: int, warmup: int, result: BenchResult) -> None:
+    """The plain SymbolBlock timed inside the MXNet interpreter (no adapter, no pipe).
+
+    It runs after the round-robin rows, in its own process, so unlike the other
+    raw rows it is not interleaved with its adapter row.
+    """
+    import json
+    import subprocess
+
+    from kobert.mxnet_env import mxnet_python, mxnet_subprocess_env
+
+    names = [spec["name"] for spec in entry["inputs"]]
+    dtypes = {spec["name"]: spec["dtype"] for spec in entry["inputs"]}
+    npz_file = workdir / "mxnet-bench-inputs.npz"
+    np.savez(npz_file, **{f"{shape}/{name}": x[name].astype(dtypes[name]) for shape, x in inputs.items() for name in names})
+    symbol, params = (str(workdir / f) for f in entry["files"])
+    command = [mxnet_python(), "-m", "kobert.runtimes.mxnet_worker", "--time", symbol, params, json.dumps(names),
+               str(npz_file), str(repeats), str(warmup)]
+    proc = subprocess.run(command, env=mxnet_subprocess_env(), capture_output=True, text=True)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        result.notes.append(f"mxnet raw session: not measured ({proc.stderr.strip().splitlines()[-1:]})")
+        return
+    result.speed[MXNET_RAW_ROW] = json.loads(lines[-1])
+    result.notes.append(f"{MXNET_RAW_ROW}: timed in the MXNet venv after the other rows, "
+                        "not interleaved with them")
 
 
 def _xla_row(savedmodel: Path, inputs: dict):

@@ -116,10 +116,46 @@ def serve(symbol_file: str, params_file: str, input_names: list[str]) -> int:
         write_message(protocol_out, reply)
 
 
+# --- the raw-session benchmark row (kobert bench) -----------------------------
+
+
+def time_raw_session(symbol_file: str, params_file: str, input_names: list[str], inputs_npz: str,
+                     repeats: int, warmup: int) -> dict[str, float]:
+    """Median seconds per input set of the plain SymbolBlock, no kobert adapter and no pipe.
+
+    `inputs_npz` holds arrays named "<set>/<input name>"; returns {set: seconds}.
+    """
+    import statistics
+    import time
+
+    block = load_symbol_block(symbol_file, params_file, input_names)
+    with np.load(inputs_npz, allow_pickle=False) as npz:
+        sets = sorted({key.split("/")[0] for key in npz.files})
+        feeds = {name: [npz[f"{name}/{i}"] for i in input_names] for name in sets}
+    medians = {}
+    for name, arrays in feeds.items():
+        for _ in range(warmup):
+            forward(block, arrays)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            forward(block, arrays)
+            times.append(time.perf_counter() - start)
+        medians[name] = statistics.median(times)
+    return medians
+
+
+USAGE = """usage: python -m kobert.runtimes.mxnet_worker <symbol.json> <params> '<input names json>'
+       python -m kobert.runtimes.mxnet_worker --time <symbol.json> <params> '<input names json>' <inputs.npz> <repeats> <warmup>"""
+
 if __name__ == "__main__":
     import json
 
+    if len(sys.argv) == 8 and sys.argv[1] == "--time":
+        symbol, params, names, npz_file, repeats, warmup = sys.argv[2:]
+        print(json.dumps(time_raw_session(symbol, params, json.loads(names), npz_file, int(repeats), int(warmup))))
+        sys.exit(0)
     if len(sys.argv) != 4:
-        print("usage: python -m kobert.runtimes.mxnet_worker <symbol.json> <params> '<input names json>'", file=sys.stderr)
+        print(USAGE, file=sys.stderr)
         sys.exit(2)
     sys.exit(serve(sys.argv[1], sys.argv[2], json.loads(sys.argv[3])))
