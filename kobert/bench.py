@@ -292,7 +292,7 @@ def bench_model(weights, label: str, repeats: int, warmup: int, settle: float, w
         rows = _load_rows(weights, workdir, manifest, inputs, result, stack)
         result.speed = _time_round_robin(rows, repeats, warmup, settle)
     if "mxnet" in manifest["artifacts"]:
-        _time_mxnet_raw(workdir, manifest["artifacts"]["mxnet"], inputs, repeats, warmup, result)
+        _time_mxnet_raw(workdir, manifest["artifacts"]["mxnet"], inputs, repeats, warmup, settle, result)
     for row in RUNTIME_ROWS:
         raw_row = MXNET_RAW_ROW if runtime_of(row) == "mxnet" else row + " (raw session)"
         if row in result.speed and raw_row in result.speed:
@@ -306,7 +306,8 @@ def bench_model(weights, label: str, repeats: int, warmup: int, settle: float, w
     return result
 
 
-def _time_mxnet_raw(workdir: Path, entry: dict, inputs: dict, repeats: int, warmup: int, result: BenchResult) -> None:
+def _time_mxnet_raw(workdir: Path, entry: dict, inputs: dict, repeats: int, warmup: int, settle: float,
+                    result: BenchResult) -> None:
     """The plain SymbolBlock timed inside the MXNet interpreter (no adapter, no pipe).
 
     It runs after the round-robin rows, in its own process, so unlike the other
@@ -323,7 +324,7 @@ def _time_mxnet_raw(workdir: Path, entry: dict, inputs: dict, repeats: int, warm
     np.savez(npz_file, **{f"{shape}/{name}": x[name].astype(dtypes[name]) for shape, x in inputs.items() for name in names})
     symbol, params = (str(workdir / f) for f in entry["files"])
     command = [mxnet_python(), "-m", "kobert.runtimes.mxnet_worker", "--time", symbol, params, json.dumps(names),
-               str(npz_file), str(repeats), str(warmup)]
+               str(npz_file), str(repeats), str(warmup), str(settle)]
     proc = subprocess.run(command, env=mxnet_subprocess_env(), capture_output=True, text=True)
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:

@@ -120,10 +120,11 @@ def serve(symbol_file: str, params_file: str, input_names: list[str]) -> int:
 
 
 def time_raw_session(symbol_file: str, params_file: str, input_names: list[str], inputs_npz: str,
-                     repeats: int, warmup: int) -> dict[str, float]:
+                     repeats: int, warmup: int, settle: float) -> dict[str, float]:
     """Median seconds per input set of the plain SymbolBlock, no kobert adapter and no pipe.
 
     `inputs_npz` holds arrays named "<set>/<input name>"; returns {set: seconds}.
+    Sleeps `settle` seconds before each timed call, as `kobert bench` does for every row.
     """
     import statistics
     import time
@@ -138,6 +139,7 @@ def time_raw_session(symbol_file: str, params_file: str, input_names: list[str],
             forward(block, arrays)
         times = []
         for _ in range(repeats):
+            time.sleep(settle)
             start = time.perf_counter()
             forward(block, arrays)
             times.append(time.perf_counter() - start)
@@ -146,14 +148,15 @@ def time_raw_session(symbol_file: str, params_file: str, input_names: list[str],
 
 
 USAGE = """usage: python -m kobert.runtimes.mxnet_worker <symbol.json> <params> '<input names json>'
-       python -m kobert.runtimes.mxnet_worker --time <symbol.json> <params> '<input names json>' <inputs.npz> <repeats> <warmup>"""
+       python -m kobert.runtimes.mxnet_worker --time <symbol.json> <params> '<input names json>' <inputs.npz> <repeats> <warmup> <settle>"""
 
 if __name__ == "__main__":
     import json
 
-    if len(sys.argv) == 8 and sys.argv[1] == "--time":
-        symbol, params, names, npz_file, repeats, warmup = sys.argv[2:]
-        print(json.dumps(time_raw_session(symbol, params, json.loads(names), npz_file, int(repeats), int(warmup))))
+    if len(sys.argv) == 9 and sys.argv[1] == "--time":
+        symbol, params, names, npz_file, repeats, warmup, settle = sys.argv[2:]
+        print(json.dumps(time_raw_session(symbol, params, json.loads(names), npz_file, int(repeats), int(warmup),
+                                          float(settle))))
         sys.exit(0)
     if len(sys.argv) != 4:
         print(USAGE, file=sys.stderr)

@@ -1,0 +1,100 @@
+"""Where ONNX Runtime spends its time: kernel time per op type, and the machine's sgemm ceiling.
+
+    python benchmarks/ort_profile.py EXPORT_DIR [--artifact onnx] [--batch 32] [--length 128] [--runs 3]
+
+Part 1 runs the artifact with `SessionOptions.enable_profiling` and sums kernel
+time per op type.  Part 2 times one MatMul of BERT-base's FFN shape
+((batch*length) x 768 x 3072) in ONNX Runtime and in torch, in GFLOP/s: the
+ceiling the whole model can approach when MatMul dominates.
+"""
+
+import argparse
+import collections
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def op_time_shares(model_path: Path, inputs: dict, runs: int) -> tuple[float, list[tuple[str, float]]]:
+    """(ms per run, [(op type, share of kernel time)]) from ONNX Runtime's own profiler."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.enable_profiling = True
+    options.profile_file_prefix = str(Path(tempfile.mkdtemp()) / "ort")
+    session = onnxruntime.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    session.run(None, inputs)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run(None, inputs)
+        times.append(time.perf_counter() - start)
+    events = json.loads(Path(session.end_profiling()).read_text())
+    per_op = collections.Counter()
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            per_op[event["args"]["op_name"]] += event["dur"]
+    total = sum(per_op.values())
+    return statistics.median(times) * 1e3, [(op, us / total) for op, us in per_op.most_common()]
+
+
+def sgemm_gflops(rows: int, runs: int) -> dict[str, float]:
+    """GFLOP/s of one (rows x 768) @ (768 x 3072) float32 MatMul in ONNX Runtime and torch."""
+    import onnxruntime
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
+
+    k, n = 768, 3072
+    weight = np.random.default_rng(0).random((k, n), dtype=np.float32)
+    x = np.random.default_rng(1).random((rows, k), dtype=np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "sgemm",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, n])],
+                              [numpy_helper.from_array(weight, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    tx, tw = torch.from_numpy(x), torch.from_numpy(weight)
+    calls = {"onnxruntime MatMul": lambda: session.run(None, {"x": x}), "torch matmul": lambda: tx @ tw}
+    flops = 2 * rows * k * n
+    result = {}
+    for name, call in calls.items():
+        call()
+        times = []
+        for _ in range(max(runs, 5)):
+            start = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - start)
+        result[name] = flops / statistics.median(times) / 1e9
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("export_dir", type=Path)
+    parser.add_argument("--artifact", default="onnx")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--length", type=int, default=128)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+
+    from kobert.bench import make_inputs
+
+    manifest = json.loads((args.export_dir / "manifest.json").read_text())
+    model_path = args.export_dir / manifest["artifacts"][args.artifact]["files"][0]
+    inputs = make_inputs((args.batch, args.length), manifest["config"]["vocab_size"])
+    ms, shares = op_time_shares(model_path, inputs, args.runs)
+    print(f"{args.artifact} at batch {args.batch} x {args.length}: {ms:.1f} ms per run (median of {args.runs})")
+    print(f"{'op type':28s} {'kernel time':>11s}")
+    for op, share in shares[:12]:
+        print(f"{op:28s} {share * 100:10.1f}%")
+    print(f"\nsgemm ceiling, ({args.batch * args.length} x 768) @ (768 x 3072) float32:")
+    for name, gflops in sgemm_gflops(args.batch * args.length, args.runs).items():
+        print(f"{name:28s} {gflops:8.0f} GFLOP/s")
+
+
+if __name__ == "__main__":
+    main()
