@@ -48,7 +48,7 @@ RUNTIME_ROWS = {
     "tflite int8": ("tflite", "tflite-int8"),
     "mxnet (worker IPC)": ("mxnet", "mxnet"),
 }
-MXNET_RAW_ROW = "mxnet SymbolBlock (raw session, own process)"
+MXNET_RAW_ROW = "mxnet SymbolBlock (raw, timed inside the worker)"
 
 
 def runtime_of(row: str) -> str:
@@ -206,8 +206,11 @@ def _export_all(weights, export_dir: Path, targets, result: BenchResult) -> dict
 
 
 def _load_rows(weights, workdir: Path, manifest: dict, inputs: dict, result: BenchResult,
-               stack: contextlib.ExitStack) -> dict:
+               stack: contextlib.ExitStack) -> tuple[dict, dict]:
     """Every row as label -> callable(shape name); runtimes stay open until `stack` closes.
+
+    Also rows read off another row's calls, label -> (row, callable() -> seconds):
+    the MXNet SymbolBlock's own time inside the worker, per adapter call.
 
     Memory per artifact: peak RSS while it loads and runs each shape once, minus RSS before.
     """
@@ -224,6 +227,7 @@ def _load_rows(weights, workdir: Path, manifest: dict, inputs: dict, result: Ben
             return model(**torch_inputs[shape])
 
     rows = {"torch eager": torch_call}
+    inner_timers = {}  # label -> (row, seconds of that row's last call spent inside the framework)
     raw = _raw_sessions(workdir, manifest)
     for row, (runtime_name, artifact) in RUNTIME_ROWS.items():
         if artifact not in manifest["artifacts"]:
@@ -236,6 +240,8 @@ def _load_rows(weights, workdir: Path, manifest: dict, inputs: dict, result: Ben
             result.notes.append(f"{row}: could not load ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
             continue
         rows[row] = lambda shape, r=runtime: r.run(**inputs[shape])
+        if runtime_name == "mxnet":  # its raw session lives in the worker, which times each call itself
+            inner_timers[MXNET_RAW_ROW] = (row, lambda r=runtime: r.last_forward_seconds)
         if row in raw:
             rows[row + " (raw session)"] = lambda shape, f=raw[row]: f(inputs[shape])
         if artifact == "tf":
@@ -245,10 +251,11 @@ def _load_rows(weights, workdir: Path, manifest: dict, inputs: dict, result: Ben
         peak = _rss_mb("VmHWM")
         if peak_reset and before is not None and peak is not None:
             result.memory_mb[artifact] = peak - before
-    return rows
+    return rows, inner_timers
 
 
-def _time_round_robin(rows: dict, repeats: int, warmup: int, settle: float) -> dict[str, dict[str, float]]:
+def _time_round_robin(rows: dict, inner_timers: dict, repeats: int, warmup: int,
+                      settle: float) -> dict[str, dict[str, float]]:
     """Median seconds per row and shape, the rows taking turns call by call.
 
     Taking turns spreads any drift of the machine over every row alike, so the
@@ -259,14 +266,15 @@ def _time_round_robin(rows: dict, repeats: int, warmup: int, settle: float) -> d
     another framework's call can be 2x slower, and a fixed order would always
     charge that to the same row.
     """
-    speed = {row: {} for row in rows}
+    labels = [*rows, *inner_timers]
+    speed = {label: {} for label in labels}
     order = list(rows)
     shuffle = random.Random(0).shuffle
     for shape in SHAPES:
         for call in rows.values():
             for _ in range(warmup):
                 call(shape)
-        times = {row: [] for row in rows}
+        times = {label: [] for label in labels}
         for _ in range(repeats):
             shuffle(order)
             for row in order:
@@ -275,8 +283,11 @@ def _time_round_robin(rows: dict, repeats: int, warmup: int, settle: float) -> d
                 start = time.perf_counter()
                 call(shape)
                 times[row].append(time.perf_counter() - start)
-        for row in rows:
-            speed[row][shape] = statistics.median(times[row])
+                for label, (source, seconds) in inner_timers.items():
+                    if source == row:
+                        times[label].append(seconds())
+        for label in labels:
+            speed[label][shape] = statistics.median(times[label])
     return speed
 
 
@@ -289,10 +300,8 @@ def bench_model(weights, label: str, repeats: int, warmup: int, settle: float, w
     if not _reset_peak():
         result.notes.append("peak memory not measured: /proc/self/clear_refs is not writable here")
     with contextlib.ExitStack() as stack:
-        rows = _load_rows(weights, workdir, manifest, inputs, result, stack)
-        result.speed = _time_round_robin(rows, repeats, warmup, settle)
-    if "mxnet" in manifest["artifacts"]:
-        _time_mxnet_raw(workdir, manifest["artifacts"]["mxnet"], inputs, repeats, warmup, settle, result)
+        rows, inner_timers = _load_rows(weights, workdir, manifest, inputs, result, stack)
+        result.speed = _time_round_robin(rows, inner_timers, repeats, warmup, settle)
     for row in RUNTIME_ROWS:
         raw_row = MXNET_RAW_ROW if runtime_of(row) == "mxnet" else row + " (raw session)"
         if row in result.speed and raw_row in result.speed:
@@ -304,35 +313,6 @@ def bench_model(weights, label: str, repeats: int, warmup: int, settle: float, w
     result.notes.append("memory column: peak RSS (VmHWM) minus RSS before loading, per runtime (load + warm-up); "
                         "the MXNet worker's memory is in another process and not counted")
     return result
-
-
-def _time_mxnet_raw(workdir: Path, entry: dict, inputs: dict, repeats: int, warmup: int, settle: float,
-                    result: BenchResult) -> None:
-    """The plain SymbolBlock timed inside the MXNet interpreter (no adapter, no pipe).
-
-    It runs after the round-robin rows, in its own process, so unlike the other
-    raw rows it is not interleaved with its adapter row.
-    """
-    import json
-    import subprocess
-
-    from kobert.mxnet_env import mxnet_python, mxnet_subprocess_env
-
-    names = [spec["name"] for spec in entry["inputs"]]
-    dtypes = {spec["name"]: spec["dtype"] for spec in entry["inputs"]}
-    npz_file = workdir / "mxnet-bench-inputs.npz"
-    np.savez(npz_file, **{f"{shape}/{name}": x[name].astype(dtypes[name]) for shape, x in inputs.items() for name in names})
-    symbol, params = (str(workdir / f) for f in entry["files"])
-    command = [mxnet_python(), "-m", "kobert.runtimes.mxnet_worker", "--time", symbol, params, json.dumps(names),
-               str(npz_file), str(repeats), str(warmup), str(settle)]
-    proc = subprocess.run(command, env=mxnet_subprocess_env(), capture_output=True, text=True)
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        result.notes.append(f"mxnet raw session: not measured ({proc.stderr.strip().splitlines()[-1:]})")
-        return
-    result.speed[MXNET_RAW_ROW] = json.loads(lines[-1])
-    result.notes.append(f"{MXNET_RAW_ROW}: timed in the MXNet venv after the other rows, "
-                        "not interleaved with them")
 
 
 def _xla_row(savedmodel: Path, inputs: dict):

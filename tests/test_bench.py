@@ -5,7 +5,7 @@ Nothing here compares a timing with a threshold; the numbers are for people to r
 
 import math
 
-from kobert.bench import RUNTIME_ROWS, SHAPES, run_bench
+from kobert.bench import MXNET_RAW_ROW, RUNTIME_ROWS, SHAPES, run_bench
 from kobert.cli import main
 
 
@@ -27,6 +27,8 @@ def test_quick_bench_table_rows_and_finite_ratios(tmp_path, capsys):
     for row, by_shape in data["adapter_overhead"].items():
         assert all(math.isfinite(v) for v in by_shape.values()), row
     assert all(size > 0 for size in data["size_bytes"].values())
+    if "mxnet (worker IPC)" in data["x_torch"]:  # the MXNet venv exists: its raw session is timed too
+        assert MXNET_RAW_ROW in data["x_torch"] and "mxnet (worker IPC)" in data["adapter_overhead"]
 
 
 def test_rows_cover_every_runtime_of_the_tiers():

@@ -14,6 +14,7 @@ import json
 import subprocess
 import tempfile
 import threading
+import time
 import weakref
 from pathlib import Path
 
@@ -101,6 +102,7 @@ class MXNetWorker:
             reply = self._receive()
         if "error" in reply:
             raise RuntimeError(f"MXNet worker failed:\n{reply['error']}")
+        self.last_forward_seconds = float(reply.pop(mxnet_worker.FORWARD_SECONDS))
         return [reply[f"out{i}"] for i in range(len(reply))]
 
     def close(self) -> None:
@@ -108,6 +110,8 @@ class MXNetWorker:
 
 
 class MXNetRuntime(Runtime):
+    """`last_forward_seconds`: the plain SymbolBlock call of the last run, without adapter or pipe."""
+
     name = "mxnet"
     default_artifact = "mxnet"
 
@@ -124,9 +128,12 @@ class MXNetRuntime(Runtime):
     def _forward(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         arrays = [inputs[name].astype(dtype) for name, dtype in zip(self._input_names, self._input_dtypes)]
         if self._block is not None:
+            start = time.perf_counter()
             outputs = mxnet_worker.forward(self._block, arrays)
+            self.last_forward_seconds = time.perf_counter() - start
         elif self._worker is not None:
             outputs = self._worker.run(dict(zip(self._input_names, arrays)))
+            self.last_forward_seconds = self._worker.last_forward_seconds
         else:
             raise RuntimeError(f"{self.export_dir}: this MXNet runtime is closed")
         if len(outputs) != len(self.output_names):

@@ -7,8 +7,9 @@ MXNet interpreter (`kobert.mxnet_env`) that serves requests over pipes::
 
 Framing, both ways: an 8-byte big-endian length, then an `np.savez` payload
 (loaded with allow_pickle=False). Requests hold the inputs by name; replies hold
-`out0`, `out1`, ... in the symbol's output order, or `error` (a string) on
-failure. The first reply, sent once the model has loaded, is `ready`
+`out0`, `out1`, ... in the symbol's output order and `forward_seconds` (the
+plain SymbolBlock call inside the worker, for `kobert bench`), or `error` (a
+string) on failure. The first reply, sent once the model has loaded, is `ready`
 (the mxnet version) or `error`. This module imports mxnet only inside functions.
 """
 
@@ -18,12 +19,14 @@ import io
 import os
 import struct
 import sys
+import time
 import traceback
 import warnings
 
 import numpy as np
 
 _HEADER = struct.Struct(">Q")
+FORWARD_SECONDS = "forward_seconds"
 
 
 # --- framing (used on both sides of the pipe; numpy only) --------------------
@@ -109,56 +112,19 @@ def serve(symbol_file: str, params_file: str, input_names: list[str]) -> int:
             missing = [name for name in input_names if name not in request]
             if missing:
                 raise ValueError(f"request lacks inputs {missing}; the worker expects {input_names}")
+            start = time.perf_counter()
             outputs = forward(block, [request[name] for name in input_names])
             reply = {f"out{i}": o for i, o in enumerate(outputs)}
+            reply[FORWARD_SECONDS] = np.array(time.perf_counter() - start)
         except Exception:
             reply = {"error": np.array(traceback.format_exc())}
         write_message(protocol_out, reply)
 
 
-# --- the raw-session benchmark row (kobert bench) -----------------------------
-
-
-def time_raw_session(symbol_file: str, params_file: str, input_names: list[str], inputs_npz: str,
-                     repeats: int, warmup: int, settle: float) -> dict[str, float]:
-    """Median seconds per input set of the plain SymbolBlock, no kobert adapter and no pipe.
-
-    `inputs_npz` holds arrays named "<set>/<input name>"; returns {set: seconds}.
-    Sleeps `settle` seconds before each timed call, as `kobert bench` does for every row.
-    """
-    import statistics
-    import time
-
-    block = load_symbol_block(symbol_file, params_file, input_names)
-    with np.load(inputs_npz, allow_pickle=False) as npz:
-        sets = sorted({key.split("/")[0] for key in npz.files})
-        feeds = {name: [npz[f"{name}/{i}"] for i in input_names] for name in sets}
-    medians = {}
-    for name, arrays in feeds.items():
-        for _ in range(warmup):
-            forward(block, arrays)
-        times = []
-        for _ in range(repeats):
-            time.sleep(settle)
-            start = time.perf_counter()
-            forward(block, arrays)
-            times.append(time.perf_counter() - start)
-        medians[name] = statistics.median(times)
-    return medians
-
-
-USAGE = """usage: python -m kobert.runtimes.mxnet_worker <symbol.json> <params> '<input names json>'
-       python -m kobert.runtimes.mxnet_worker --time <symbol.json> <params> '<input names json>' <inputs.npz> <repeats> <warmup> <settle>"""
-
 if __name__ == "__main__":
     import json
 
-    if len(sys.argv) == 9 and sys.argv[1] == "--time":
-        symbol, params, names, npz_file, repeats, warmup, settle = sys.argv[2:]
-        print(json.dumps(time_raw_session(symbol, params, json.loads(names), npz_file, int(repeats), int(warmup),
-                                          float(settle))))
-        sys.exit(0)
     if len(sys.argv) != 4:
-        print(USAGE, file=sys.stderr)
+        print("usage: python -m kobert.runtimes.mxnet_worker <symbol.json> <params> '<input names json>'", file=sys.stderr)
         sys.exit(2)
     sys.exit(serve(sys.argv[1], sys.argv[2], json.loads(sys.argv[3])))
