@@ -6,10 +6,11 @@ How we measure:
   measured too when it exists.
 - shapes: latency at batch 1 x 16 and 1 x 128 tokens, throughput at 32 x 128;
   random ids, full attention mask.
-- timing: every row loaded first, then the rows take turns call by call (so
-  drift of the machine hits every row alike), a short pause before each call so
-  the previous row's spinning thread pool is idle; `time.perf_counter` around one
-  call, warm-up calls first, the median of `repeats` (>= 5) calls per row. Every row is also given as a ratio to torch eager on the
+- timing: every row loaded first, then the rows take turns call by call in a
+  shuffled order (so drift of the machine hits every row alike), a short pause
+  before each call so the previous row's spinning thread pool is idle;
+  `time.perf_counter` around one call, warm-up calls first, the median of
+  `repeats` (>= 5) calls per row. Every row is also given as a ratio to torch eager on the
   same inputs: "x torch" = torch time / row time (above 1 is faster than torch).
 - adapters vs raw sessions: the kobert runtime (input checks, casts, output
   naming) against the framework's own session on the same file; overhead % =
@@ -49,10 +50,6 @@ RUNTIME_ROWS = {
     "mxnet (worker IPC)": ("mxnet", "mxnet"),
 }
 MXNET_RAW_ROW = "mxnet SymbolBlock (raw, timed inside the worker)"
-
-
-def runtime_of(row: str) -> str:
-    return RUNTIME_ROWS[row][0]
 
 
 @dataclass
@@ -303,7 +300,7 @@ def bench_model(weights, label: str, repeats: int, warmup: int, settle: float, w
         rows, inner_timers = _load_rows(weights, workdir, manifest, inputs, result, stack)
         result.speed = _time_round_robin(rows, inner_timers, repeats, warmup, settle)
     for row in RUNTIME_ROWS:
-        raw_row = MXNET_RAW_ROW if runtime_of(row) == "mxnet" else row + " (raw session)"
+        raw_row = MXNET_RAW_ROW if RUNTIME_ROWS[row][0] == "mxnet" else row + " (raw session)"
         if row in result.speed and raw_row in result.speed:
             result.overhead[row] = {s: result.speed[row][s] / result.speed[raw_row][s] - 1 for s in SHAPES}
     result.notes.append(f"rows timed in turn, call by call, {settle:g} s pause before each call; "
@@ -323,6 +320,7 @@ def _xla_row(savedmodel: Path, inputs: dict):
     signature = model.signatures["serving_default"]
     compiled = tf.function(lambda **kw: signature(**kw), jit_compile=True)
     feeds = {s: {k: tf.constant(v) for k, v in x.items()} for s, x in inputs.items()}
+    # m=model keeps the SavedModel (and so the signature's variables) alive as long as the row.
     return lambda shape, m=model: compiled(**feeds[shape])
 
 

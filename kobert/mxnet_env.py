@@ -73,7 +73,7 @@ def mxnet_subprocess_env(base: dict[str, str] | None = None) -> dict[str, str]:
     # The main venv's site-packages must not leak in (numpy 2 would break mxnet).
     env.pop("PYTHONHOME", None)
     env.setdefault("PYTHONUNBUFFERED", "1")
-    # MXNet's OpenMP pool defaults to half the visible CPUs (it assumes hyper-threads);
-    # measured on 2 vCPUs: KoBERT-base b32 x 128 takes 3.97 s with 1 thread, 2.47 s with 2.
+    # Left unset, MXNet ran as slowly as with one OpenMP thread on this 2-vCPU machine;
+    # measured: KoBERT-base b32 x 128 takes 3.97 s unset, 2.47 s with OMP_NUM_THREADS=2.
     env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
     return env

@@ -64,6 +64,7 @@ class MXNetWorker:
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=self._stderr, env=mxnet_subprocess_env())
         self._lock = threading.Lock()
+        self.last_forward_seconds: float | None = None
         # Ends the worker when this object is collected, closed, or at interpreter exit.
         self._finalizer = weakref.finalize(self, _stop_worker, self.process, self._stderr)
         reply = self._receive()
@@ -120,6 +121,7 @@ class MXNetRuntime(Runtime):
         self._input_names = [spec["name"] for spec in self.entry["inputs"]]
         self._input_dtypes = [np.dtype(spec.get("dtype", "float32")) for spec in self.entry["inputs"]]
         self._block = self._worker = None
+        self.last_forward_seconds: float | None = None
         if _mxnet_imports_here():
             self._block = mxnet_worker.load_symbol_block(str(symbol_file), str(params_file), self._input_names)
         else:
