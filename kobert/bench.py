@@ -37,18 +37,15 @@ from pathlib import Path
 import numpy as np
 
 SHAPES = {"latency b1 s16": (1, 16), "latency b1 s128": (1, 128), "throughput b32 s128": (32, 128)}
-TARGETS = ("onnx", "tf", "mxnet", "onnx-optimized", "onnx-fp16", "onnx-int8", "tflite", "tflite-int8")
-# row label -> (runtime, artifact)
-RUNTIME_ROWS = {
-    "onnxruntime fp32": ("onnx", "onnx"),
-    "onnxruntime optimized": ("onnx", "onnx-optimized"),
-    "onnxruntime fp16": ("onnx", "onnx-fp16"),
-    "onnxruntime int8": ("onnx", "onnx-int8"),
-    "tensorflow": ("tf", "tf"),
-    "tflite fp32": ("tflite", "tflite"),
-    "tflite int8": ("tflite", "tflite-int8"),
-    "mxnet (worker IPC)": ("mxnet", "mxnet"),
-}
+
+
+def runtime_rows() -> dict[str, tuple[str, str]]:
+    """Row label -> (runtime, artifact), for every registry target with a bench label."""
+    from kobert import registry
+
+    return {t.bench_label: (t.runtime, t.name) for t in registry.TARGETS.values() if t.bench_label}
+
+
 MXNET_RAW_ROW = "mxnet SymbolBlock (raw, timed inside the worker)"
 
 
@@ -147,49 +144,21 @@ def make_inputs(shape: tuple[int, int], vocab_size: int, seed: int = 0) -> dict[
     return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
 
 
-def _raw_sessions(export_dir: Path, manifest: dict) -> dict:
-    """The framework's own session per artifact: label -> callable(inputs)."""
-    raw = {}
-    for label, (runtime, artifact) in RUNTIME_ROWS.items():
-        if artifact not in manifest["artifacts"]:
-            continue
-        entry = manifest["artifacts"][artifact]
-        path = export_dir / entry["files"][0]
-        if runtime == "onnx":
-            import onnxruntime
-
-            session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-            raw[label] = lambda inputs, s=session: s.run(None, inputs)
-        elif runtime == "tf":
-            import tensorflow as tf
-
-            model = tf.saved_model.load(str(path))
-            signature = model.signatures["serving_default"]
-            raw[label] = lambda inputs, f=signature, m=model: f(**{k: tf.constant(v) for k, v in inputs.items()})
-        elif runtime == "tflite":
-            import tensorflow as tf
-
-            interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=os.cpu_count() or 1)
-            runner = interpreter.get_signature_runner("serving_default")
-            raw[label] = lambda inputs, r=runner: r(**inputs)  # the runner resizes by itself
-    return raw
-
-
 def _export_all(weights, export_dir: Path, targets, result: BenchResult) -> dict:
     """Each exporter timed alone; the manifest runtimes need, without parity."""
     import json
 
+    from kobert import registry
     from kobert.checkpoint import save_hf_checkpoint
-    from kobert.exporters import EXPORTERS, exporter
 
     save_hf_checkpoint(weights, export_dir / "reference")
     manifest = {"source": "bench", "tokenizer": None, "config": weights.config.to_hf_dict(),
                 "reference": {"files": ["reference"], "outputs": list(weights.config.output_names), "inputs": []},
                 "artifacts": {}}
-    for name in [n for n in EXPORTERS if n in targets]:
+    for name in registry.build_order(targets):
         start = time.perf_counter()
         try:
-            artifact = exporter(name).export(weights, export_dir)
+            artifact = registry.target(name).load_exporter().export(weights, export_dir)
         except Exception as e:  # an exporter that cannot run here (no MXNet env) is a note, not a crash
             result.notes.append(f"{name}: not exported ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
             continue
@@ -211,38 +180,30 @@ def _load_rows(weights, workdir: Path, manifest: dict, inputs: dict, result: Ben
 
     Memory per artifact: peak RSS while it loads and runs each shape once, minus RSS before.
     """
-    import torch
-
     from kobert import runtimes
-    from kobert.checkpoint import build_reference_model
 
-    model = build_reference_model(weights).eval()
-    torch_inputs = {name: {k: torch.from_numpy(v) for k, v in x.items()} for name, x in inputs.items()}
-
-    def torch_call(shape):
-        with torch.inference_mode():
-            return model(**torch_inputs[shape])
-
-    rows = {"torch eager": torch_call}
+    reference = stack.enter_context(runtimes.load(workdir, runtime="torch", verify=False))
+    rows = {"torch eager": _raw_row(reference, inputs)}
     inner_timers = {}  # label -> (row, seconds of that row's last call spent inside the framework)
-    raw = _raw_sessions(workdir, manifest)
-    for row, (runtime_name, artifact) in RUNTIME_ROWS.items():
+    for row, (runtime_name, artifact) in runtime_rows().items():
         if artifact not in manifest["artifacts"]:
             continue
         before = _rss_mb("VmRSS")
         peak_reset = _reset_peak()
         try:
-            runtime = stack.enter_context(runtimes.load(workdir, runtime=runtime_name, artifact=artifact))
+            runtime = stack.enter_context(runtimes.load(workdir, runtime=runtime_name, artifact=artifact, verify=False))
         except Exception as e:
             result.notes.append(f"{row}: could not load ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
             continue
         rows[row] = lambda shape, r=runtime: r.run(**inputs[shape])
         if runtime_name == "mxnet":  # its raw session lives in the worker, which times each call itself
             inner_timers[MXNET_RAW_ROW] = (row, lambda r=runtime: r.last_forward_seconds)
-        if row in raw:
-            rows[row + " (raw session)"] = lambda shape, f=raw[row]: f(inputs[shape])
-        if artifact == "tf":
-            rows["tensorflow XLA (jit_compile)"] = _xla_row(workdir / manifest["artifacts"]["tf"]["files"][0], inputs)
+        try:
+            rows[row + " (raw session)"] = _raw_row(runtime, inputs)
+        except NotImplementedError:
+            pass
+        if hasattr(runtime, "xla_session"):
+            rows["tensorflow XLA (jit_compile)"] = _raw_row(runtime, inputs, runtime.xla_session())
         for shape in SHAPES:
             rows[row](shape)
         peak = _rss_mb("VmHWM")
@@ -289,22 +250,20 @@ def _time_round_robin(rows: dict, inner_timers: dict, repeats: int, warmup: int,
 
 
 def bench_model(weights, label: str, repeats: int, warmup: int, settle: float, workdir: Path) -> BenchResult:
-    import torch
-
     result = BenchResult(label, repeats)
-    manifest = _export_all(weights, workdir, TARGETS, result)
+    manifest = _export_all(weights, workdir, [artifact for _, artifact in runtime_rows().values()], result)
     inputs = {name: make_inputs(shape, weights.config.vocab_size) for name, shape in SHAPES.items()}
     if not _reset_peak():
         result.notes.append("peak memory not measured: /proc/self/clear_refs is not writable here")
     with contextlib.ExitStack() as stack:
         rows, inner_timers = _load_rows(weights, workdir, manifest, inputs, result, stack)
         result.speed = _time_round_robin(rows, inner_timers, repeats, warmup, settle)
-    for row in RUNTIME_ROWS:
-        raw_row = MXNET_RAW_ROW if RUNTIME_ROWS[row][0] == "mxnet" else row + " (raw session)"
+    for row, (runtime_name, _) in runtime_rows().items():
+        raw_row = MXNET_RAW_ROW if runtime_name == "mxnet" else row + " (raw session)"
         if row in result.speed and raw_row in result.speed:
             result.overhead[row] = {s: result.speed[row][s] / result.speed[raw_row][s] - 1 for s in SHAPES}
     result.notes.append(f"rows timed in turn, call by call, {settle:g} s pause before each call; "
-                        f"threads: torch {torch.get_num_threads()}, onnxruntime and tensorflow defaults, "
+                        f"threads: torch, onnxruntime and tensorflow defaults, "
                         f"tflite {os.cpu_count()}, mxnet OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', os.cpu_count())}; "
                         f"{os.cpu_count()} CPUs visible")
     result.notes.append("memory column: peak RSS (VmHWM) minus RSS before loading, per runtime (load + warm-up); "
@@ -312,26 +271,22 @@ def bench_model(weights, label: str, repeats: int, warmup: int, settle: float, w
     return result
 
 
-def _xla_row(savedmodel: Path, inputs: dict):
-    """The SavedModel's signature compiled with XLA (`jit_compile=True`): a callable(shape name)."""
-    import tensorflow as tf
-
-    model = tf.saved_model.load(str(savedmodel))
-    signature = model.signatures["serving_default"]
-    compiled = tf.function(lambda **kw: signature(**kw), jit_compile=True)
-    feeds = {s: {k: tf.constant(v) for k, v in x.items()} for s, x in inputs.items()}
-    # m=model keeps the SavedModel (and so the signature's variables) alive as long as the row.
-    return lambda shape, m=model: compiled(**feeds[shape])
+def _raw_row(runtime, inputs: dict, session=None):
+    """The framework's own call on pre-converted inputs: a callable(shape name)."""
+    session = session or runtime.raw_session()
+    feeds = {shape: runtime.raw_feed(x) for shape, x in inputs.items()}
+    return lambda shape: session(feeds[shape])
 
 
 def bench_tokenizer(quick: bool) -> dict[str, float]:
     from kobert.checkpoint import shipped
     from kobert.tokenizer import get_tokenizer
 
-    nsmc = Path(os.environ.get("KOBERT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "nsmc" / "ratings_test.txt"
+    from kobert.datasets import default_nsmc_dir, read_nsmc
+
+    nsmc = default_nsmc_dir() / "ratings_test.txt"
     if nsmc.is_file():
-        lines = nsmc.read_text(encoding="utf-8").splitlines()[1:]
-        docs, source = [line.split("\t")[1] if "\t" in line else line for line in lines], "NSMC test"
+        docs, source = read_nsmc(nsmc).texts, "NSMC test"
     else:
         import json
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from kobert.canonical import CanonicalWeights, CheckpointError, weight_table
-from kobert.config import HEAD_ARCHITECTURES, KoBertConfig
+from kobert.config import KoBertConfig
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 HEAD_PREFIXES = ("classifier.", "qa_outputs.", "cls.")
@@ -62,7 +62,9 @@ def read_tensors(path: Path) -> dict[str, np.ndarray]:
         raise CheckpointError(f"{path}: no such file")
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
-    return _read_torch(path)
+    from kobert.runtimes.torch import read_torch_state_dict  # torch only for .bin / legacy files
+
+    return read_torch_state_dict(path)
 
 
 def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
@@ -73,21 +75,6 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
             return {name: f.get_tensor(name) for name in f.keys()}
     except Exception as e:  # SafetensorError, header parse errors, truncation
         raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt?): {e}") from None
-
-
-def _read_torch(path: Path) -> dict[str, np.ndarray]:
-    import torch
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch state dict (truncated, corrupt or unsafe pickle?): {first_line}") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: expected a dict of tensors (a state dict)")
-    return {name: t.detach().float().numpy() if t.is_floating_point() else t.numpy() for name, t in state.items()}
 
 
 # --- name normalisation ------------------------------------------------------
@@ -191,30 +178,10 @@ def load_checkpoint(src: str | Path) -> LoadedCheckpoint:
     return LoadedCheckpoint(weights, source, path)
 
 
-# --- transformers models (the independent reference) --------------------------
-
-
-def build_reference_model(weights: CanonicalWeights):
-    """A transformers model (eager attention, eval mode) holding exactly these weights."""
-    import torch
-    import transformers
-
-    config = weights.config
-    model_class = getattr(transformers, HEAD_ARCHITECTURES[config.head])
-    hf_config = transformers.BertConfig(**config.to_hf_dict())
-    model = model_class._from_config(hf_config, attn_implementation="eager")
-    state = weights.to_hf_state_dict()
-    if config.head == "none":  # BertModel's own names have no "bert." prefix
-        state = {k.removeprefix("bert."): v for k, v in state.items()}
-    missing, unexpected = model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=False)
-    missing = [k for k in missing if not k.endswith(("position_ids", "token_type_ids"))]
-    if missing or unexpected:
-        raise CheckpointError(f"reference model: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    return model.eval()
-
-
 def load_reference_model(src: str | Path):
     """`kobert.get_kobert_model`: a transformers model for a checkpoint dir, hub id or legacy file."""
+    from kobert.runtimes.torch import build_reference_model
+
     return build_reference_model(load_checkpoint(src).weights)
 
 

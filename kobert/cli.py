@@ -6,19 +6,28 @@ Every subcommand has a Python twin with the same name in the library.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from kobert import __version__
+
 from kobert.canonical import CheckpointError
+from kobert.config import HEADS, PRESETS
 
 
 def cmd_tokenize(args) -> int:
+    from kobert.encoding import check_text
     from kobert.tokenizer import get_tokenizer
 
     tokenizer = get_tokenizer(args.tokenizer)
-    for text in args.texts:
-        encoded = tokenizer(text, args.pair, truncation=True, max_length=tokenizer.model_max_length)
+    if args.pair is not None:
+        check_text(args.pair, "--pair")
+    for number, text in enumerate(args.texts):
+        encoded = tokenizer(check_text(text, f"TEXT {number + 1}"), args.pair, truncation=True,
+                            max_length=tokenizer.model_max_length)
         print(json.dumps({
             "tokens": tokenizer.convert_ids_to_tokens(encoded["input_ids"]),
             "input_ids": encoded["input_ids"],
@@ -83,27 +92,59 @@ def cmd_parity(args) -> int:
     return 0
 
 
+def read_lines(path: str) -> Iterator[str]:
+    """The lines of a UTF-8 file (or "-" for stdin), split on "\\n" only ("\\r\\n" accepted), read as they come.
+
+    Not `str.splitlines`: a review may hold \\x0c, \\x1e, \\x85, U+2028 or a lone \\r, and one
+    input line must stay one output line.
+    """
+    stream = sys.stdin.buffer if path == "-" else open(path, "rb")
+    try:
+        for number, raw in enumerate(stream, start=1):
+            raw = raw.removesuffix(b"\n").removesuffix(b"\r")
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{number}: not valid UTF-8 (byte {e.start + 1} of the line)") from None
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+
+
+def run_rows(runtime, texts: Iterable[str], output: str, pooling: str, batch_size: int) -> Iterator[dict]:
+    """One JSON-ready row per text, in input order, computed in bounded batches."""
+    from kobert.runtimes.base import pool
+
+    head_outputs = runtime.config.head_outputs
+    if output == "logits" and not head_outputs:
+        raise ValueError(f"{runtime.export_dir}: this model has no task head, so no logits (use --output embeddings)")
+    for text, outputs, mask in runtime.stream(texts, batch_size=batch_size):
+        if output == "embeddings":
+            yield {"text": text, "embedding": pool(outputs["last_hidden_state"], mask, pooling).tolist()}
+        elif len(head_outputs) == 1:
+            yield {"text": text, "logits": outputs[head_outputs[0]].tolist()}
+        else:  # question answering: start and end logits
+            yield {"text": text, "logits": {name: outputs[name].tolist() for name in head_outputs}}
+
+
 def cmd_run(args) -> int:
     from kobert import runtimes
+    from kobert.progress import Counter
 
-    texts = list(args.texts)
-    if args.input:
-        texts += [line.rstrip("\n") for line in Path(args.input).read_text(encoding="utf-8").splitlines()]
-    if not texts:
+    texts = itertools.chain(args.texts, read_lines(args.input) if args.input else ())
+    counter = Counter("run --input") if args.input else None
+    with runtimes.load(args.dir, runtime=args.runtime, artifact=args.artifact, verify=not args.no_verify) as runtime:
+        written = 0
+        for row in run_rows(runtime, texts, args.output, args.pooling, args.batch_size):
+            sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+            written += 1
+            if counter is not None:
+                counter.add()
+        sys.stdout.flush()
+    if counter is not None:
+        counter.done()
+    if not written:
         raise ValueError("no text given (pass TEXT... or --input FILE)")
-    with runtimes.load(args.dir, runtime=args.runtime, artifact=args.artifact) as runtime:
-        if args.output == "embeddings":
-            values = runtime.embed(texts, pooling=args.pooling)
-            key = "embedding"
-        else:
-            values = runtime.logits(texts)
-            key = "logits"
-        for i, text in enumerate(texts):
-            if isinstance(values, dict):  # question answering: start and end logits
-                row = {name: v[i].tolist() for name, v in values.items()}
-            else:
-                row = values[i].tolist()
-            print(json.dumps({"text": text, key: row}, ensure_ascii=False))
     return 0
 
 
@@ -125,8 +166,8 @@ def cmd_bench(args) -> int:
 
 
 def cmd_eval_nsmc(args) -> int:
+    from kobert.datasets import locate_nsmc, read_nsmc
     from kobert.evaluate import evaluate_export, table
-    from kobert.training.finetune import locate_nsmc, read_nsmc
 
     test = read_nsmc(locate_nsmc(args.nsmc_dir) / "ratings_test.txt", limit=args.limit)
     results = evaluate_export(args.dir, test.texts, test.labels, batch_size=args.batch_size)
@@ -137,7 +178,11 @@ def cmd_eval_nsmc(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from kobert import registry
+
     parser = argparse.ArgumentParser(prog="kobert", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"kobert {__version__}")
+    add_noise_options(parser, argparse_default=False)
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("tokenize", help="print one JSON object per text: tokens, input_ids, token_type_ids, attention_mask")
@@ -147,9 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tokenize)
 
     p = commands.add_parser("init", help="write a deterministic random-init Hugging Face checkpoint")
-    p.add_argument("--preset", choices=["tiny", "small", "base"], required=True)
+    p.add_argument("--preset", choices=list(PRESETS), required=True)
     p.add_argument("--num-labels", type=int, default=0, help="add a head with N labels (sequence classification unless --head)")
-    p.add_argument("--head", choices=["none", "sequence_classification", "token_classification", "question_answering"])
+    p.add_argument("--head", choices=list(HEADS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_init)
@@ -168,28 +213,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("export", help="export a checkpoint to tf, onnx, tf2onnx, mxnet and check parity")
     p.add_argument("src", metavar="SRC", help="checkpoint dir, hub id, legacy .params file, or 'default'")
-    p.add_argument("--to", default=None, help="comma-separated targets (default: tf,onnx,tf2onnx,mxnet); tiers, "
-                   "each with its own parity gate: onnx-optimized, onnx-fp16, onnx-int8, tflite, tflite-int8")
+    targets = "; ".join(f"{t.name}: {t.summary}" for t in registry.TARGETS.values())
+    p.add_argument("--to", default=None, help=f"comma-separated targets (default: {','.join(registry.default_targets())}). "
+                   f"Each is judged by its own parity gate. {targets}")
     p.add_argument("--tokenizer", default=None)
     p.add_argument("--out", required=True)
-    p.add_argument("--force", action="store_true", help="replace an existing export at --out")
+    p.add_argument("--force", action="store_true",
+                   help="replace an earlier kobert export (or an empty folder) at --out; anything else is refused")
     p.add_argument("--eval-set", default=None, metavar="PATH",
                    help="labelled TSV (text column document/text/sentence, label) for the int8 task gate; "
                         "without it int8 and fp32 predicted labels are compared on the golden inputs")
+    add_noise_options(p)
     p.set_defaults(func=cmd_export)
 
-    p = commands.add_parser("parity", help="re-check an export directory; non-zero exit on failure")
+    p = commands.add_parser("parity", help="re-check an export directory (sha256 of every file, then parity); exit 1 on failure")
     p.add_argument("dir")
+    add_noise_options(p)
     p.set_defaults(func=cmd_parity)
 
     p = commands.add_parser("run", help="embeddings or logits through one runtime, one JSON object per text")
     p.add_argument("dir")
-    p.add_argument("--runtime", choices=["torch", "onnx", "tf", "mxnet", "tflite"], required=True)
-    p.add_argument("--artifact", default=None, help="which manifest artifact the runtime opens (e.g. tf2onnx, onnx-int8)")
+    p.add_argument("--runtime", choices=list(registry.RUNTIMES), required=True)
+    p.add_argument("--artifact", default=None, choices=[registry.REFERENCE, *registry.TARGETS],
+                   help="which manifest artifact the runtime opens (e.g. tf2onnx, onnx-int8)")
     p.add_argument("--output", choices=["embeddings", "logits"], default="embeddings")
     p.add_argument("--pooling", choices=["cls", "mean"], default="cls")
-    p.add_argument("--input", default=None, help="a file with one text per line")
-    p.add_argument("texts", nargs="*", metavar="TEXT")
+    p.add_argument("--input", default=None, metavar="FILE",
+                   help="a UTF-8 file with one text per line ('-' for stdin), streamed: one output line per input line")
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--no-verify", action="store_true", help="skip the sha256 check of the artifact's files")
+    p.add_argument("texts", nargs="*", metavar="TEXT", help="texts; put them after -- if one starts with '-'")
+    add_noise_options(p)
     p.set_defaults(func=cmd_run)
 
     p = commands.add_parser("bench", help="runtime latency/throughput vs torch eager, export time, size, memory; printed tables")
@@ -203,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("dir", help="an export directory with a sequence-classification head")
     e.add_argument("--nsmc-dir", default=None, help="dir with ratings_test.txt (default: ../shared/data/nsmc, else download)")
     e.add_argument("--limit", type=int, default=None, help="only the first N test reviews")
-    e.add_argument("--batch-size", type=int, default=128)
+    e.add_argument("--batch-size", type=positive_int, default=128)
+    add_noise_options(e)
     e.add_argument("--min-agreement", type=float, default=0.999, help="exit 1 below this agreement with torch")
     e.set_defaults(func=cmd_eval_nsmc)
 
@@ -217,19 +272,56 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def add_noise_options(parser: argparse.ArgumentParser, argparse_default=argparse.SUPPRESS) -> None:
+    """--quiet / --verbose, accepted before or after the subcommand."""
+    parser.add_argument("--quiet", action="store_true", default=argparse_default, help="no progress lines on stderr")
+    parser.add_argument("--verbose", action="store_true", default=argparse_default,
+                        help="keep TensorFlow's and absl's start-up logging")
+
+
 def main(argv: list[str] | None = None) -> int:
+    from kobert.progress import quiet_frameworks, set_quiet
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything after "--" is text, even when it starts with "-" (the emoticon "-_-").
+    trailing = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, trailing = argv[:cut], argv[cut + 1:]
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # argparse binds `run DIR TEXT...` before seeing the options, so texts after options land here.
-    if extra and args.command == "run" and not any(e.startswith("-") for e in extra):
+    texts_command = hasattr(args, "texts")
+    if extra and texts_command and not any(e.startswith("-") for e in extra):
         args.texts += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if trailing:
+        if not texts_command:
+            parser.error(f"unrecognized arguments: -- {' '.join(trailing)}")
+        args.texts += trailing
+    set_quiet(bool(getattr(args, "quiet", False)))
+    if not getattr(args, "verbose", False):
+        quiet_frameworks()
     try:
         return args.func(args)
-    except (CheckpointError, ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"kobert {args.command}: error: {e}", file=sys.stderr)
+    except (CheckpointError, ValueError, FileNotFoundError, RuntimeError, OSError) as e:
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"kobert {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"kobert {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

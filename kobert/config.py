@@ -12,24 +12,52 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# The task heads kobert knows. "none" means a bare encoder (embeddings only).
-HEADS = ("none", "sequence_classification", "token_classification", "question_answering")
+# --- the model contract: what every spoke, the judge and the runtime API agree on ---------
 
-# transformers architecture name -> head
-ARCHITECTURE_HEADS = {
-    "BertModel": "none",
-    "BertForPreTraining": "none",
-    "BertForMaskedLM": "none",
-    "BertForSequenceClassification": "sequence_classification",
-    "BertForTokenClassification": "token_classification",
-    "BertForQuestionAnswering": "question_answering",
+# Inputs, in call order, with the dtype the reference takes. A spoke may store ids in another
+# dtype (MXNet reads float32) and says so in its manifest entry.
+INPUTS: tuple[tuple[str, str], ...] = (("input_ids", "int64"), ("attention_mask", "int64"),
+                                      ("token_type_ids", "int64"))
+INPUT_NAMES: tuple[str, ...] = tuple(name for name, _ in INPUTS)
+ENCODER_OUTPUTS = ("last_hidden_state", "pooler_output")
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """One task head: the transformers class, what it reads and what it outputs.
+
+    `reads` is the encoder output the head's one dense layer is applied to; a head
+    with several outputs splits that layer's last axis into them, in order (QA's
+    (start, end)). `per_token` heads give one row per token (compared on valid
+    tokens only); the others one row per sequence.
+    """
+
+    architecture: str
+    reads: str | None = None
+    outputs: tuple[str, ...] = ()
+    per_token: bool = False
+    # transformers builds token-classification and QA models without a pooler.
+    has_pooler: bool = True
+
+
+HEAD_SPECS: dict[str, HeadSpec] = {
+    "none": HeadSpec("BertModel"),
+    "sequence_classification": HeadSpec("BertForSequenceClassification", "pooler_output", ("logits",)),
+    "token_classification": HeadSpec("BertForTokenClassification", "last_hidden_state", ("logits",),
+                                     per_token=True, has_pooler=False),
+    "question_answering": HeadSpec("BertForQuestionAnswering", "last_hidden_state", ("start_logits", "end_logits"),
+                                   per_token=True, has_pooler=False),
 }
-HEAD_ARCHITECTURES = {
-    "none": "BertModel",
-    "sequence_classification": "BertForSequenceClassification",
-    "token_classification": "BertForTokenClassification",
-    "question_answering": "BertForQuestionAnswering",
-}
+# The task heads kobert knows. "none" means a bare encoder (embeddings only).
+HEADS = tuple(HEAD_SPECS)
+HEAD_ARCHITECTURES = {head: spec.architecture for head, spec in HEAD_SPECS.items()}
+# transformers architecture name -> head; pretraining classes export their encoder only.
+ARCHITECTURE_HEADS = {"BertForPreTraining": "none", "BertForMaskedLM": "none",
+                      **{spec.architecture: head for head, spec in HEAD_SPECS.items()}}
+
+
+POSITIVE_INT_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                       "intermediate_size", "max_position_embeddings", "type_vocab_size")
 
 
 @dataclass(frozen=True)
@@ -49,6 +77,14 @@ class KoBertConfig:
     id2label: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self):
+        for name in POSITIVE_INT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.pad_token_id, bool) or not isinstance(self.pad_token_id, int) or self.pad_token_id < 0:
+            raise ValueError(f"pad_token_id must be a non-negative integer, got {self.pad_token_id!r}")
+        if isinstance(self.layer_norm_eps, bool) or not isinstance(self.layer_norm_eps, (int, float)) or not self.layer_norm_eps > 0:
+            raise ValueError(f"layer_norm_eps must be a positive number, got {self.layer_norm_eps!r}")
         if self.head not in HEADS:
             raise ValueError(f"unknown head {self.head!r}; expected one of {', '.join(HEADS)}")
         if self.hidden_size % self.num_attention_heads:
@@ -69,19 +105,28 @@ class KoBertConfig:
         return self.hidden_size // self.num_attention_heads
 
     @property
+    def head_spec(self) -> HeadSpec:
+        return HEAD_SPECS[self.head]
+
+    @property
     def has_pooler(self) -> bool:
-        """transformers builds token-classification and QA models without a pooler, so they have none."""
-        return self.head in ("none", "sequence_classification")
+        return self.head_spec.has_pooler
+
+    @property
+    def head_outputs(self) -> tuple[str, ...]:
+        """The task outputs (logits, or start/end logits); empty for a bare encoder."""
+        return self.head_spec.outputs
 
     @property
     def output_names(self) -> tuple[str, ...]:
         """Output names, identical in every framework, in output order."""
-        names = ("last_hidden_state", "pooler_output") if self.has_pooler else ("last_hidden_state",)
-        if self.head == "question_answering":
-            return names + ("start_logits", "end_logits")
-        if self.head != "none":
-            return names + ("logits",)
-        return names
+        encoder = ENCODER_OUTPUTS if self.has_pooler else ENCODER_OUTPUTS[:1]
+        return encoder + self.head_outputs
+
+    @property
+    def per_token_outputs(self) -> tuple[str, ...]:
+        """Outputs with one row per token: compared on valid (attention_mask == 1) tokens only."""
+        return ("last_hidden_state",) + (self.head_outputs if self.head_spec.per_token else ())
 
     def with_head(self, head: str, num_labels: int = 0) -> "KoBertConfig":
         return dataclasses.replace(self, head=head, num_labels=num_labels if head != "none" else 0)
@@ -114,6 +159,8 @@ class KoBertConfig:
 
     @classmethod
     def from_hf_dict(cls, d: dict, source: str = "config.json") -> "KoBertConfig":
+        if not isinstance(d, dict):
+            raise ValueError(f"{source}: expected a JSON object, got a {type(d).__name__}")
         if d.get("model_type", "bert") != "bert":
             raise ValueError(f"{source}: model_type {d.get('model_type')!r} is not a BERT model")
         architectures = d.get("architectures") or ["BertModel"]
@@ -124,13 +171,19 @@ class KoBertConfig:
                 f"kobert knows {', '.join(ARCHITECTURE_HEADS)}"
             )
         head = ARCHITECTURE_HEADS[arch]
-        id2label = {int(k): v for k, v in (d.get("id2label") or {}).items()}
-        num_labels = 0 if head == "none" else int(d.get("num_labels") or len(id2label) or 2)
+        try:
+            id2label = {int(k): str(v) for k, v in (d.get("id2label") or {}).items()}
+            num_labels = 0 if head == "none" else int(d.get("num_labels") or len(id2label) or 2)
+        except (AttributeError, TypeError, ValueError):
+            raise ValueError(f"{source}: id2label must map integer ids to names, num_labels be an integer") from None
         fields = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in fields and k not in ("head", "num_labels", "id2label")}
         if kwargs.get("pad_token_id") is None:
             kwargs["pad_token_id"] = 1
-        return cls(head=head, num_labels=num_labels, id2label=id2label if head != "none" else {}, **kwargs)
+        try:
+            return cls(head=head, num_labels=num_labels, id2label=id2label if head != "none" else {}, **kwargs)
+        except ValueError as e:
+            raise ValueError(f"{source}: {e}") from None
 
     def to_json(self) -> str:
         return json.dumps(self.to_hf_dict(), indent=2, ensure_ascii=False)

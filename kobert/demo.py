@@ -26,7 +26,7 @@ REVIEWS = [
 
 def run_demo(out: str | Path = "artifacts/default") -> int:
     from kobert import runtimes
-    from kobert.evaluate import RUNS
+    from kobert.evaluate import runs
     from kobert.export import export
     from kobert.tokenizer import get_tokenizer
 
@@ -44,8 +44,8 @@ def run_demo(out: str | Path = "artifacts/default") -> int:
 
     print(f"\n== 3. the same reviews through every runtime ({result.out})")
     columns, cells = [], {}
-    for runtime_name, artifact in RUNS:
-        label = artifact or runtime_name
+    for runtime_name, artifact in runs(result.manifest):
+        label = runtime_name if artifact == "reference" else artifact
         columns.append(label)
         with runtimes.load(result.out, runtime=runtime_name, artifact=artifact) as runtime:
             logits = runtime.logits(REVIEWS)

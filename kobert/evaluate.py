@@ -13,7 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-RUNS = (("torch", None), ("onnx", "onnx"), ("onnx", "tf2onnx"), ("tf", None), ("mxnet", None))
+
+
+def runs(manifest: dict) -> list[tuple[str, str]]:
+    """(runtime, artifact) for the torch reference, then every artifact of the export (registry order)."""
+    from kobert import registry
+
+    return [("torch", registry.REFERENCE)] + [(registry.TARGETS[name].runtime, name) for name in registry.TARGETS
+                                              if name in manifest["artifacts"]]
 
 
 @dataclass
@@ -41,13 +48,16 @@ def predict(runtime, encoded: dict[str, np.ndarray], lengths: np.ndarray, batch_
 
 
 def evaluate_export(export_dir, texts: list[str], labels: list[int], batch_size: int = 128,
-                    runs=RUNS) -> list[RuntimeAccuracy]:
+                    which: list[tuple[str, str]] | None = None) -> list[RuntimeAccuracy]:
     from kobert import runtimes
+    from kobert.progress import say
+    from kobert.runtimes.base import read_manifest
 
     labels = np.asarray(labels)
     results, reference = [], None
     encoded = lengths = None
-    for runtime_name, artifact in runs:
+    for runtime_name, artifact in which or runs(read_manifest(export_dir)):
+        say(f"eval: {artifact} ({runtime_name})")
         with runtimes.load(export_dir, runtime=runtime_name, artifact=artifact) as runtime:
             if encoded is None:
                 encoded = runtime.encode(texts)
@@ -56,7 +66,7 @@ def evaluate_export(export_dir, texts: list[str], labels: list[int], batch_size:
             predictions = predict(runtime, encoded, lengths, batch_size)
             seconds = time.perf_counter() - start
         reference = predictions if reference is None else reference
-        results.append(RuntimeAccuracy(artifact or runtime_name, float((predictions == labels).mean()),
+        results.append(RuntimeAccuracy(runtime_name if artifact == "reference" else artifact, float((predictions == labels).mean()),
                                        float((predictions == reference).mean()), seconds))
     return results
 

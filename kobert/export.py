@@ -8,29 +8,26 @@ at the destination.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
+import signal
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from kobert import registry
 from kobert.checkpoint import LoadedCheckpoint, load_checkpoint, save_hf_checkpoint
-from kobert.exporters import EXPORTERS, REQUIRES, exporter
 from kobert.parity import FP32_TOLERANCE, GATES, ArtifactParity, ParityReport, check_runtime, golden_cases, task_gate
+from kobert.progress import say
+from kobert.runtimes.base import IntegrityError, files_under, read_manifest, sha256_file, verify_files
 
-# artifact -> runtime that runs it
-ARTIFACT_RUNTIMES = {"onnx": "onnx", "tf": "tf", "tf2onnx": "onnx", "mxnet": "mxnet",
-                     "onnx-optimized": "onnx", "onnx-fp16": "onnx", "onnx-int8": "onnx",
-                     "tflite": "tflite", "tflite-int8": "tflite"}
-# artifact -> parity tier (kobert.parity.GATES); an artifact not named here is plain fp32. Read from
-# this table, not from the manifest, so an edited manifest cannot loosen its own gate on re-check.
-ARTIFACT_TIERS = {"onnx-optimized": "fp32-fused", "onnx-fp16": "fp16", "onnx-int8": "int8",
-                  "tflite-int8": "int8"}
-DEFAULT_TARGETS = ("tf", "onnx", "tf2onnx", "mxnet")
+# Every staging folder holds this file (with the exporting process's id), so a later export to
+# the same destination knows which leftovers beside it are ours to remove, and nothing else.
+STAGING_MARKER = ".kobert-staging"
 
 
 class ExportError(RuntimeError):
@@ -51,10 +48,16 @@ class ExportResult:
 
 
 def parse_targets(spec: str | list[str] | None) -> list[str]:
-    targets = list(DEFAULT_TARGETS) if not spec else ([t.strip() for t in spec.split(",") if t.strip()] if isinstance(spec, str) else list(spec))
-    unknown = [t for t in targets if t not in EXPORTERS]
-    if unknown:
-        raise ExportError(f"unknown export target(s) {', '.join(unknown)}; expected some of {', '.join(EXPORTERS)}")
+    if not spec:
+        targets = registry.default_targets()
+    elif isinstance(spec, str):
+        targets = [t.strip() for t in spec.split(",") if t.strip()]
+    else:
+        targets = list(spec)
+    unknown = [t for t in targets if t not in registry.TARGETS]
+    if unknown or not targets:
+        raise ExportError(f"unknown export target(s) {', '.join(unknown) or '(none given)'}; "
+                          f"expected some of {', '.join(registry.TARGETS)}")
     return targets
 
 
@@ -72,51 +75,15 @@ def find_tokenizer(src: Path | None, explicit: str | Path | None) -> Path | None
 
 
 def sha256_tree(root: Path, relative: str) -> dict[str, str]:
-    path = root / relative
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    digests = {}
-    for f in files:
-        h = hashlib.sha256()
-        with open(f, "rb") as stream:
-            for block in iter(lambda: stream.read(1 << 20), b""):
-                h.update(block)
-        digests[str(f.relative_to(root))] = h.hexdigest()
-    return digests
-
-
-def build_order(targets: list[str]) -> list[str]:
-    needed = set(targets) | {REQUIRES[t] for t in targets if t in REQUIRES}
-    return [name for name in EXPORTERS if name in needed]
+    return {f: sha256_file(root / f) for f in files_under(root, relative)}
 
 
 def read_eval_set(path: str | Path) -> tuple[list[str], np.ndarray]:
-    """A labelled TSV with a header: a text column (document, text or sentence) and a label column.
+    """A labelled TSV for the int8 task gate, read by the one reader (`kobert.datasets`)."""
+    from kobert.datasets import read_labelled_tsv
 
-    NSMC's ratings_test.txt (id, document, label) reads as is.
-    """
-    import csv
-
-    path = Path(path)
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = [h.strip().lower() for h in next(rows, [])]
-        text_column = next((header.index(c) for c in ("document", "text", "sentence") if c in header), None)
-        if text_column is None or "label" not in header:
-            raise ValueError(f"{path}: expected a header with a text column (document, text or sentence) "
-                             f"and a label column, got {header}")
-        label_column = header.index("label")
-        texts, labels = [], []
-        for number, row in enumerate(rows, start=2):
-            if not row:
-                continue
-            try:
-                labels.append(int(row[label_column]))
-            except (IndexError, ValueError):
-                raise ValueError(f"{path}:{number}: label is not an integer: {row!r}") from None
-            texts.append(row[text_column] if text_column < len(row) else "")
-    if not texts:
-        raise ValueError(f"{path}: no labelled rows")
-    return texts, np.asarray(labels)
+    data = read_labelled_tsv(path)
+    return data.texts, np.asarray(data.labels)
 
 
 def _logits_over(runtime, encoded: list[dict]) -> np.ndarray:
@@ -126,75 +93,87 @@ def _logits_over(runtime, encoded: list[dict]) -> np.ndarray:
 class _TaskData:
     """Inputs and fp32 reference logits for the int8 task gate, computed once per export."""
 
-    def __init__(self, export_dir: Path, manifest: dict, tokenizer, cases, reference: dict, eval_set):
+    def __init__(self, reference_runtime, cases, reference: dict, eval_set):
         self.labels = None
         self.source = ""
         if eval_set is None:
             self.encoded = [case.inputs() for case in cases]
             self.reference_logits = np.concatenate([reference[case.name]["logits"] for case in cases])
             return
-        if tokenizer is None:
-            raise ValueError(f"eval set {eval_set}: the export has no tokenizer to encode it (pass --tokenizer)")
-        from kobert import runtimes
-
         texts, self.labels = read_eval_set(eval_set)
         self.source = f" {Path(eval_set).name}"
-        # The same length rule as Runtime.encode: a tokenizer may know the shorter length its model was trained at.
-        max_length = min(manifest["config"]["max_position_embeddings"], tokenizer.model_max_length)
-        self.encoded = []
-        for start in range(0, len(texts), 32):
-            batch = tokenizer(texts[start:start + 32], padding=True, truncation=True, max_length=max_length,
-                              return_tensors="np")
-            self.encoded.append({k: batch[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")})
-        with runtimes.load(export_dir, runtime="torch") as reference_runtime:
-            self.reference_logits = _logits_over(reference_runtime, self.encoded)
+        # The runtimes' own encoder, so the gate scores exactly what `kobert eval` and `kobert run` see.
+        self.encoded = [reference_runtime.encode(texts[start:start + 32]) for start in range(0, len(texts), 32)]
+        self.reference_logits = _logits_over(reference_runtime, self.encoded)
+
+
+def verify_export(export_dir: Path, manifest: dict) -> dict[str, str]:
+    """Integrity of every file the manifest records: entry name -> what is wrong (empty: all match)."""
+    entries = {registry.REFERENCE: manifest.get("reference") or {},
+               **{name: entry for name, entry in manifest["artifacts"].items()}}
+    if manifest.get("tokenizer"):
+        entries["tokenizer"] = {"files": [manifest["tokenizer"]], "sha256": manifest.get("tokenizer_sha256")}
+    problems = {}
+    for name, entry in entries.items():
+        try:
+            verify_files(export_dir, entry, name)
+        except (IntegrityError, KeyError, TypeError) as e:
+            problems[name] = f"integrity: {e}"
+    return problems
 
 
 def check_parity(export_dir: Path, manifest: dict, tolerance: float = FP32_TOLERANCE,
                  eval_set: str | Path | None = None) -> ParityReport:
     """Run every artifact of an export directory against the reference checkpoint stored in it.
 
-    Each artifact is judged by its tier's gate (ARTIFACT_TIERS); int8 tiers of a
+    Every file is first checked against the manifest's sha256: a file that
+    differs fails its artifact (a modified reference or tokenizer fails them
+    all). Each artifact is then judged by its registry gate; int8 tiers of a
     sequence classifier also by the task gate, on `eval_set` when given.
     """
-    from dataclasses import replace
-
     from kobert import runtimes
+    from kobert.config import KoBertConfig
 
-    config = manifest["config"]
-    tokenizer = None
-    if manifest.get("tokenizer"):
-        from kobert.tokenizer import get_tokenizer
-
-        tokenizer = get_tokenizer(export_dir / manifest["tokenizer"])
-    cases = golden_cases(config["vocab_size"], config["max_position_embeddings"], tokenizer)
-    with runtimes.load(export_dir, runtime="torch") as reference_runtime:
+    config = KoBertConfig.from_hf_dict(manifest["config"], source=f"{export_dir}/manifest.json")
+    report = ParityReport(tolerance=tolerance)
+    problems = verify_export(export_dir, manifest)
+    shared_problem = problems.get(registry.REFERENCE) or problems.get("tokenizer")
+    if shared_problem:
+        for artifact in manifest["artifacts"]:
+            report.artifacts[artifact] = ArtifactParity(artifact, "-", error=shared_problem)
+        return report
+    with runtimes.load(export_dir, runtime="torch", verify=False) as reference_runtime:
+        tokenizer = reference_runtime.tokenizer if manifest.get("tokenizer") else None
+        cases = golden_cases(config.vocab_size, config.max_position_embeddings, tokenizer)
         reference = {case.name: reference_runtime.run(**case.inputs()) for case in cases}
-    report = ParityReport()
-    task_data = None
-    for artifact in manifest["artifacts"]:
-        runtime_name = ARTIFACT_RUNTIMES[artifact]
-        try:
-            runtime = runtimes.load(export_dir, runtime=runtime_name, artifact=artifact)
-        except Exception as e:
-            report.artifacts[artifact] = ArtifactParity(artifact, runtime_name, error=f"could not load: {e}")
-            continue
-        tier = ARTIFACT_TIERS.get(artifact)
-        gate = None if tier is None else GATES[tier]
-        if gate is not None and gate.max_abs is not None:
-            gate = replace(gate, max_abs=tolerance)
-        with runtime:
-            parity = check_runtime(artifact, runtime, reference, cases, tolerance, gate=gate)
-            if gate is not None and gate.task_gate and not parity.error:
-                if config.get("architectures", [""])[0] != "BertForSequenceClassification":
-                    parity.task = {"measured_on": "nothing: the task gate needs a sequence-classification head"}
-                else:
-                    if task_data is None:
-                        task_data = _TaskData(export_dir, manifest, tokenizer, cases, reference, eval_set)
-                    candidate = _logits_over(runtime, task_data.encoded)
-                    parity.checks["task"], parity.task = task_gate(
-                        task_data.reference_logits, candidate, task_data.labels,
-                        gate.max_accuracy_delta_points, task_data.source)
+        task_data = None
+        for number, artifact in enumerate(manifest["artifacts"], start=1):
+            say(f"parity {number}/{len(manifest['artifacts'])}: {artifact}")
+            target = registry.TARGETS.get(artifact)
+            if target is None or artifact in problems:
+                error = problems.get(artifact) or f"no such target in this version of kobert ({artifact!r})"
+                report.artifacts[artifact] = ArtifactParity(artifact, target.runtime if target else "-", error=error)
+                continue
+            gate = GATES[target.gate].with_max_abs(tolerance)
+            try:
+                runtime = runtimes.load(export_dir, runtime=target.runtime, artifact=artifact, verify=False)
+            except Exception as e:
+                report.artifacts[artifact] = ArtifactParity(artifact, target.runtime, gate=gate, error=f"could not load: {e}")
+                continue
+            with runtime:
+                parity = check_runtime(artifact, runtime, reference, cases, gate, config.per_token_outputs)
+                if gate.task_gate and not parity.error:
+                    if config.head != "sequence_classification":
+                        parity.task = {"measured_on": "nothing: the task gate needs a sequence-classification head"}
+                    else:
+                        if task_data is None:
+                            task_data = _TaskData(reference_runtime, cases, reference, eval_set)
+                        candidate = _logits_over(runtime, task_data.encoded)
+                        parity.checks["task"], parity.task = task_gate(
+                            task_data.reference_logits, candidate, task_data.labels,
+                            gate.max_accuracy_delta_points, task_data.source)
+                        parity.check_tolerances["task"] = (f"accuracy within {gate.max_accuracy_delta_points} "
+                                                           "points of fp32")
             report.artifacts[artifact] = parity
     return report
 
@@ -204,20 +183,23 @@ def export(src: str | Path, out: str | Path, targets: str | list[str] | None = N
            tolerance: float = FP32_TOLERANCE, loaded: LoadedCheckpoint | None = None,
            eval_set: str | Path | None = None) -> ExportResult:
     """`eval_set`: a labelled TSV for the int8 task gate (see `read_eval_set`); without one the
-    gate compares int8 and fp32 predicted labels on the golden inputs."""
+    gate compares int8 and fp32 predicted labels on the golden inputs.
+
+    `force` replaces an earlier kobert export (a folder with its manifest.json)
+    or an empty folder; any other existing `out` is refused and left untouched.
+    """
     targets = parse_targets(targets)
     if eval_set is not None and not Path(eval_set).is_file():
         raise ExportError(f"{eval_set}: eval set not found")
     out = Path(out).absolute()
-    if out.exists() and any(out.iterdir()) and not force:
-        raise ExportError(f"{out}: exists and is not empty (use --force to replace a previous export)")
+    check_destination(out, force)
     loaded = loaded or load_checkpoint(src)
     tokenizer_path = find_tokenizer(loaded.path, tokenizer)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    remove_stale_staging(out)
+    with _staging_folder(out) as staging:
         manifest = _build(loaded, staging, targets, tokenizer_path)
+        say("parity: every artifact against the transformers reference")
         report = check_parity(staging, manifest, tolerance, eval_set)
         for name, parity in report.artifacts.items():
             manifest["artifacts"][name]["parity"] = parity.to_dict()
@@ -225,10 +207,88 @@ def export(src: str | Path, out: str | Path, targets: str | list[str] | None = N
         _write_json(staging / "parity.json", report.to_dict())
         if not report.passed:
             raise ParityFailure(report)
+        (staging / STAGING_MARKER).unlink()
         _move_into_place(staging, out)
+    return ExportResult(out, manifest, report)
+
+
+# --- the destination: never anything but our own exports is replaced ------------------------
+
+
+def check_destination(out: Path, force: bool) -> None:
+    """Refuse (ExportError, nothing touched) any `out` that is not free or an earlier export with --force."""
+    if out.is_file() or (out.exists() and not out.is_dir()):
+        raise ExportError(f"{out}: exists and is not a folder")
+    parent = next((p for p in out.parents if p.exists()), None)  # the swap renames inside it
+    if parent is None or not os.access(parent, os.W_OK | os.X_OK):
+        raise ExportError(f"{parent or out}: not writable, so nothing can be exported to {out}")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not force:
+        raise ExportError(f"{out}: exists and is not empty (use --force to replace a previous export)")
+    if not is_kobert_export(out):
+        raise ExportError(f"{out}: not a kobert export (no kobert manifest.json); --force replaces only an earlier "
+                          "export or an empty folder, so it was left untouched")
+    if Path.cwd().resolve().is_relative_to(out.resolve()):
+        raise ExportError(f"{out}: is the current folder or contains it; export from elsewhere")
+
+
+def is_kobert_export(folder: Path) -> bool:
+    try:
+        manifest = read_manifest(folder)
+    except (OSError, ValueError):
+        return False
+    return {"config", "artifacts"} <= set(manifest)
+
+
+def remove_stale_staging(out: Path) -> None:
+    """Remove leftovers of interrupted exports to `out`: marked folders whose process is gone."""
+    if not out.parent.is_dir():
+        return
+    for folder in out.parent.glob(f".{out.name}.partial-*"):
+        marker = folder / STAGING_MARKER
+        try:
+            pid = int(marker.read_text().strip())
+        except (OSError, ValueError):
+            continue  # not ours (no marker): left alone
+        if not _process_alive(pid):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid != 0
+
+
+@contextmanager
+def _staging_folder(out: Path):
+    """A marked hidden folder beside `out`, removed on any failure, SIGTERM or Ctrl-C included."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    (staging / STAGING_MARKER).write_text(str(os.getpid()))
+    previous_handler = _exit_on_sigterm()
+    try:
+        yield staging
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return ExportResult(out, manifest, report)
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+
+
+def _exit_on_sigterm():
+    """Make SIGTERM raise SystemExit (so `finally` blocks clean up); None where signals cannot be set."""
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    try:
+        return signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread
+        return None
 
 
 def _build(loaded: LoadedCheckpoint, staging: Path, targets: list[str], tokenizer_path: Path | None) -> dict:
@@ -239,25 +299,37 @@ def _build(loaded: LoadedCheckpoint, staging: Path, targets: list[str], tokenize
         "tokenizer": None,
         "config": weights.config.to_hf_dict(),
         "reference": {"files": ["reference"], "framework": _torch_version(),
-                      "outputs": list(weights.config.output_names), "inputs": []},
+                      "outputs": list(weights.config.output_names), "inputs": [],
+                      "sha256": sha256_tree(staging, "reference")},
         "artifacts": {},
     }
     if tokenizer_path is not None:
-        from kobert.tokenizer import get_tokenizer
-
-        get_tokenizer(tokenizer_path).save_pretrained(str(staging / "tokenizer"))
+        _write_tokenizer(tokenizer_path, staging / "tokenizer", weights.config.vocab_size)
         manifest["tokenizer"] = "tokenizer"
-    for name in build_order(targets):
-        artifact = exporter(name).export(weights, staging)
+        manifest["tokenizer_sha256"] = sha256_tree(staging, "tokenizer")
+    order = registry.build_order(targets)
+    for number, name in enumerate(order, start=1):
+        say(f"export {number}/{len(order)}: {name}")
+        artifact = registry.target(name).load_exporter().export(weights, staging)
         if name in targets:
             entry = artifact.manifest_entry()
             entry["sha256"] = {k: v for f in artifact.files for k, v in sha256_tree(staging, f).items()}
             manifest["artifacts"][name] = entry
-    for name in set(build_order(targets)) - set(targets):  # built only as another's input
+    for name in set(order) - set(targets):  # built only as another's input
         shutil.rmtree(staging / name, ignore_errors=True)
     # Runtimes read manifest.json, so a provisional one is written before parity.
     _write_json(staging / "manifest.json", manifest)
     return manifest
+
+
+def _write_tokenizer(source: Path, target: Path, vocab_size: int) -> None:
+    from kobert.tokenizer import get_tokenizer
+
+    tokenizer = get_tokenizer(source)
+    if len(tokenizer) > vocab_size:
+        raise ExportError(f"{source}: the tokenizer has {len(tokenizer)} ids, more than the model's "
+                          f"vocabulary of {vocab_size} (a different tokenizer than the model was trained with?)")
+    tokenizer.save_pretrained(str(target))
 
 
 def _torch_version() -> str:
@@ -274,8 +346,10 @@ def _move_into_place(staging: Path, out: Path) -> None:
     """Swap the finished export in; a previous export is removed only after the swap."""
     previous = None
     if out.exists():
-        previous = out.with_name(f".{out.name}.previous-{os.getpid()}")
+        previous = out.with_name(f".{out.name}.partial-previous-{os.getpid()}")
         out.rename(previous)
+        # Marked like a staging folder: if we die before removing it, the next export does.
+        (previous / STAGING_MARKER).write_text(str(os.getpid()))
     staging.chmod(0o755)  # mkdtemp made it private
     staging.rename(out)
     if previous is not None:
@@ -283,8 +357,6 @@ def _move_into_place(staging: Path, out: Path) -> None:
 
 
 def reparity(export_dir: str | Path, tolerance: float = FP32_TOLERANCE) -> ParityReport:
-    """`kobert parity DIR`: re-check an existing export against its stored reference."""
-    from kobert.runtimes.base import read_manifest
-
+    """`kobert parity DIR`: re-check an existing export (file integrity, then parity) against its stored reference."""
     export_dir = Path(export_dir)
     return check_parity(export_dir, read_manifest(export_dir), tolerance)

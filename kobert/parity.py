@@ -16,21 +16,20 @@ relative to the output's own scale) and the minimum cosine similarity over rows
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 
 import numpy as np
 
 # fp32 hard failure above this max-abs; the target is 1e-5.
 FP32_TOLERANCE = 1e-4
-PER_TOKEN_OUTPUTS = ("last_hidden_state", "start_logits", "end_logits")
 # A derived output the lossy tiers are judged on: last_hidden_state averaged over valid tokens.
 MEAN_EMBEDDING = "mean_embedding"
 
 
 @dataclass(frozen=True)
 class ParityGate:
-    """What one tier must meet. Plain fp32 artifacts use no gate (max-abs <= tolerance).
+    """What one tier must meet; plain fp32 artifacts are judged by GATES["fp32"] (max-abs only).
 
     max_abs applies to every output; min_cosine to `cosine_outputs` (the sentence
     embeddings a user keeps: pooled output and the mean over valid tokens);
@@ -54,6 +53,21 @@ class ParityGate:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def judges_embeddings(self) -> bool:
+        """Cosine gates also judge the mean embedding, the vector a user keeps from the hidden states."""
+        return self.min_cosine is not None
+
+    def describe(self) -> str:
+        """The tolerance in words, for the report: what a check passed or failed against."""
+        parts = [] if self.max_abs is None else [f"max-abs <= {self.max_abs:.0e}"]
+        if self.min_cosine is not None:
+            parts.append(f"min cosine >= {self.min_cosine} on {', '.join(self.cosine_outputs)}")
+        return "; ".join(parts)
+
+    def with_max_abs(self, tolerance: float) -> "ParityGate":
+        return self if self.max_abs is None else replace(self, max_abs=tolerance)
 
 
 # tier name -> gate. "fp32-fused": ONNX Runtime fusions, exact GELU; an approximated GELU would be
@@ -85,16 +99,18 @@ class OutputStats:
 class ArtifactParity:
     artifact: str
     runtime: str
+    gate: ParityGate = GATES["fp32"]
     outputs: dict[str, OutputStats] = field(default_factory=dict)
     checks: dict[str, str] = field(default_factory=dict)  # check name -> "ok" or what failed
-    tolerance: float = FP32_TOLERANCE
+    check_tolerances: dict[str, str] = field(default_factory=dict)  # check name -> what it was judged against
     error: str = ""
-    gate: ParityGate | None = None  # None: plain fp32, max-abs <= tolerance on every output
     task: dict = field(default_factory=dict)  # the int8 task gate's figures and what they were measured on
 
+    @property
+    def tolerance(self) -> float | None:
+        return self.gate.max_abs
+
     def output_failures(self, name: str, s: OutputStats) -> list[str]:
-        if self.gate is None:
-            return [] if s.max_abs <= self.tolerance else [f"max-abs {s.max_abs:.2e} > {self.tolerance:.0e}"]
         return self.gate.output_failures(name, s)
 
     @property
@@ -112,14 +128,16 @@ class ArtifactParity:
     def to_dict(self) -> dict:
         return {"runtime": self.runtime, "passed": self.passed, "tolerance": self.tolerance,
                 "outputs": {k: asdict(v) for k, v in self.outputs.items()}, "checks": self.checks,
+                "check_tolerances": {"outputs": self.gate.describe(), **self.check_tolerances},
+                "gate": self.gate.to_dict(),
                 **({"error": self.error} if self.error else {}),
-                **({"gate": self.gate.to_dict()} if self.gate else {}),
                 **({"task": self.task} if self.task else {})}
 
 
 @dataclass
 class ParityReport:
     artifacts: dict[str, ArtifactParity] = field(default_factory=dict)
+    tolerance: float = FP32_TOLERANCE  # the fp32 max-abs every max-abs gate used
 
     @property
     def passed(self) -> bool:
@@ -130,7 +148,7 @@ class ParityReport:
         return [f for a in self.artifacts.values() for f in a.failures]
 
     def to_dict(self) -> dict:
-        return {"passed": self.passed, "tolerance": FP32_TOLERANCE,
+        return {"passed": self.passed, "tolerance": self.tolerance,
                 "artifacts": {name: a.to_dict() for name, a in self.artifacts.items()}}
 
     def table(self) -> str:
@@ -152,9 +170,8 @@ class ParityReport:
 # --- comparing arrays ---------------------------------------------------------
 
 
-def _rows(array: np.ndarray, output: str, mask: np.ndarray) -> np.ndarray:
+def _rows(array: np.ndarray, per_token: bool, mask: np.ndarray) -> np.ndarray:
     """The rows to compare: valid token vectors for per-token outputs, whole rows otherwise."""
-    per_token = output in PER_TOKEN_OUTPUTS or (output == "logits" and array.ndim == 3)
     if per_token:
         valid = mask.astype(bool)
         selected = array[valid]
@@ -162,12 +179,12 @@ def _rows(array: np.ndarray, output: str, mask: np.ndarray) -> np.ndarray:
     return array.reshape(array.shape[0], -1)
 
 
-def compare(reference: np.ndarray, candidate: np.ndarray, output: str, attention_mask: np.ndarray) -> OutputStats:
+def compare(reference: np.ndarray, candidate: np.ndarray, per_token: bool, attention_mask: np.ndarray) -> OutputStats:
     reference = np.asarray(reference, dtype=np.float64)
     candidate = np.asarray(candidate, dtype=np.float64)
     if reference.shape != candidate.shape:
         return OutputStats(max_abs=float("inf"), mean_abs=float("inf"), max_rel=float("inf"), min_cosine=-1.0)
-    ref, cand = _rows(reference, output, attention_mask), _rows(candidate, output, attention_mask)
+    ref, cand = _rows(reference, per_token, attention_mask), _rows(candidate, per_token, attention_mask)
     if ref.size == 0:
         return OutputStats()
     diff = np.abs(ref - cand)
@@ -180,12 +197,13 @@ def compare(reference: np.ndarray, candidate: np.ndarray, output: str, attention
                        max_rel=float(diff.max() / scale), min_cosine=float(cosine.min()), values=int(ref.size))
 
 
-def compare_all(reference: dict, candidate: dict, attention_mask: np.ndarray, into: dict[str, OutputStats]) -> None:
+def compare_all(reference: dict, candidate: dict, attention_mask: np.ndarray, into: dict[str, OutputStats],
+                per_token: tuple[str, ...]) -> None:
     for name, ref in reference.items():
         if name not in candidate:
             into[name] = OutputStats(max_abs=float("inf"), mean_abs=float("inf"), max_rel=float("inf"), min_cosine=-1.0)
             continue
-        stats = compare(ref, candidate[name], name, attention_mask)
+        stats = compare(ref, candidate[name], name in per_token, attention_mask)
         into[name] = into[name].merge(stats) if name in into else stats
 
 
@@ -241,33 +259,28 @@ def _with_mean_embedding(outputs: dict, attention_mask: np.ndarray) -> dict:
 
 
 def check_runtime(artifact: str, runtime, reference: dict[str, dict[str, np.ndarray]], cases: list[GoldenCase],
-                  tolerance: float = FP32_TOLERANCE, gate: ParityGate | None = None) -> ArtifactParity:
+                  gate: ParityGate, per_token: tuple[str, ...]) -> ArtifactParity:
     """Compare a runtime (anything with `.name` and `.run(**inputs)`) against reference outputs.
 
-    Besides the per-output figures: batch invariance (each row of the largest
-    batch run alone gives what it gave inside the batch) and determinism (the
-    same input twice gives bit-identical output).
-
-    With a gate, the mean embedding is compared too and every figure is judged
-    by the gate (batch invariance included: a quantized model's activation
-    scales depend on the batch, so a row alone is judged by the tier's cosine).
+    `per_token`: the outputs with one row per token (`KoBertConfig.per_token_outputs`),
+    compared on valid tokens only. Besides the per-output figures: batch
+    invariance (each row of the largest batch run alone gives what it gave
+    inside the batch, judged by the same gate: a quantized model's activation
+    scales depend on the batch) and determinism (the same input twice gives
+    bit-identical output).
     """
-    result = ArtifactParity(artifact, runtime.name, tolerance=tolerance, gate=gate)
+    result = ArtifactParity(artifact, runtime.name, gate=gate)
+    result.check_tolerances = {"batch_invariance": gate.describe(), "determinism": "bit-identical"}
     try:
         first_outputs = {}
         for case in cases:
             outputs = runtime.run(**case.inputs())
             first_outputs[case.name] = outputs
-            if gate is None:
-                compare_all(reference[case.name], outputs, case.attention_mask, result.outputs)
-            else:
-                compare_all(_with_mean_embedding(reference[case.name], case.attention_mask),
-                            _with_mean_embedding(outputs, case.attention_mask), case.attention_mask, result.outputs)
+            compare_all(_judged(reference[case.name], case.attention_mask, gate),
+                        _judged(outputs, case.attention_mask, gate), case.attention_mask, result.outputs, per_token)
         batch_case = max(cases, key=lambda c: c.input_ids.shape[0])
-        if gate is None:
-            result.checks["batch_invariance"] = _batch_invariance(runtime, batch_case, first_outputs[batch_case.name], tolerance)
-        else:
-            result.checks["batch_invariance"] = _gated_batch_invariance(runtime, batch_case, first_outputs[batch_case.name], gate)
+        result.checks["batch_invariance"] = _batch_invariance(runtime, batch_case, first_outputs[batch_case.name],
+                                                              gate, per_token)
         again = runtime.run(**batch_case.inputs())
         identical = all(np.array_equal(again[k], first_outputs[batch_case.name][k]) for k in again)
         result.checks["determinism"] = "ok" if identical else "same input twice gave different outputs"
@@ -276,33 +289,23 @@ def check_runtime(artifact: str, runtime, reference: dict[str, dict[str, np.ndar
     return result
 
 
-def _batch_invariance(runtime, case: GoldenCase, batched: dict[str, np.ndarray], tolerance: float) -> str:
-    worst = 0.0
-    for row in range(case.input_ids.shape[0]):
-        length = int(case.attention_mask[row].sum()) or 1
-        alone = runtime.run(case.input_ids[row:row + 1, :length], case.attention_mask[row:row + 1, :length],
-                            case.token_type_ids[row:row + 1, :length])
-        for name, value in alone.items():
-            inside = batched[name][row:row + 1]
-            if value.ndim >= 2 and inside.shape[1:2] != value.shape[1:2] and name in PER_TOKEN_OUTPUTS + ("logits",):
-                inside = inside[:, :length]
-            stats = compare(inside, value, name, case.attention_mask[row:row + 1, :length])
-            worst = max(worst, stats.max_abs)
-    return "ok" if worst <= tolerance else f"a row alone differs from the same row in a batch by {worst:.2e}"
+def _judged(outputs: dict, attention_mask: np.ndarray, gate: ParityGate) -> dict:
+    """The outputs a gate judges: all of them, plus the mean embedding for cosine gates."""
+    if not gate.judges_embeddings or "last_hidden_state" not in outputs:
+        return outputs
+    return {**outputs, MEAN_EMBEDDING: mean_embedding(outputs["last_hidden_state"], attention_mask)}
 
 
-def _gated_batch_invariance(runtime, case: GoldenCase, batched: dict[str, np.ndarray], gate: ParityGate) -> str:
+def _batch_invariance(runtime, case: GoldenCase, batched: dict[str, np.ndarray], gate: ParityGate,
+                      per_token: tuple[str, ...]) -> str:
     stats: dict[str, OutputStats] = {}
     for row in range(case.input_ids.shape[0]):
         length = int(case.attention_mask[row].sum()) or 1
         mask = case.attention_mask[row:row + 1, :length]
         alone = runtime.run(case.input_ids[row:row + 1, :length], mask, case.token_type_ids[row:row + 1, :length])
-        inside = {}
-        for name, value in batched.items():
-            inside[name] = value[row:row + 1]
-            if name in PER_TOKEN_OUTPUTS + ("logits",) and value.ndim >= 2 and value.shape[1:2] != alone[name].shape[1:2]:
-                inside[name] = inside[name][:, :length]
-        compare_all(_with_mean_embedding(inside, mask), _with_mean_embedding(alone, mask), mask, stats)
+        inside = {name: value[row:row + 1, :length] if name in per_token else value[row:row + 1]
+                  for name, value in batched.items()}
+        compare_all(_judged(inside, mask, gate), _judged(alone, mask, gate), mask, stats, per_token)
     failed = [f"{name}: {reason}" for name, s in stats.items() for reason in gate.output_failures(name, s)]
     return "ok" if not failed else "a row alone differs from the same row in a batch: " + "; ".join(failed)
 

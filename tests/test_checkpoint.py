@@ -14,7 +14,8 @@ import torch
 import transformers
 
 from kobert.canonical import CanonicalWeights, CheckpointError, weight_table
-from kobert.checkpoint import build_reference_model, init_checkpoint, load_checkpoint, summarize
+from kobert.checkpoint import init_checkpoint, load_checkpoint, summarize
+from kobert.runtimes.torch import build_reference_model
 from kobert.config import KoBertConfig, preset
 
 TINY = preset("tiny")

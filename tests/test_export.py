@@ -135,5 +135,12 @@ def test_existing_destination_needs_force(checkpoint, exported, tmp_path):
     with pytest.raises(ExportError, match="not empty"):
         export(checkpoint, out, targets="onnx")
     assert (out / "keep.txt").read_text() == "user data"
-    export(checkpoint, out, targets="onnx", force=True)
-    assert (out / "manifest.json").is_file() and not (out / "keep.txt").exists()
+    # --force replaces only an earlier export: a user's folder is refused and left as it was.
+    with pytest.raises(ExportError, match="not a kobert export"):
+        export(checkpoint, out, targets="onnx", force=True)
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    previous = tmp_path / "previous"
+    export(checkpoint, previous, targets="onnx")
+    export(checkpoint, previous, targets="onnx", force=True)
+    assert (previous / "manifest.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dest", "previous"]

@@ -33,8 +33,8 @@ def test_tiers_are_manifest_artifacts_with_their_own_gates(exported):
     report = json.loads((exported.out / "parity.json").read_text())
     assert report["passed"]
     gates = {name: report["artifacts"][name].get("gate", {}).get("tier") for name in ["onnx", *TIERS]}
-    assert gates == {"onnx": None, "onnx-optimized": "fp32-fused", "onnx-fp16": "fp16", "onnx-int8": "int8",
-                     "tflite": None, "tflite-int8": "int8"}
+    assert gates == {"onnx": "fp32", "onnx-optimized": "fp32-fused", "onnx-fp16": "fp16", "onnx-int8": "int8",
+                     "tflite": "fp32", "tflite-int8": "int8"}
     assert report["artifacts"]["onnx-optimized"]["outputs"]["last_hidden_state"]["max_abs"] <= 1e-4
     assert report["artifacts"]["onnx-fp16"]["outputs"]["pooler_output"]["min_cosine"] >= 0.9999
     assert report["artifacts"]["onnx-fp16"]["outputs"]["mean_embedding"]["min_cosine"] >= 0.9999

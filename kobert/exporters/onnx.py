@@ -15,38 +15,41 @@ from pathlib import Path
 import torch
 
 from kobert.canonical import CanonicalWeights
-from kobert.checkpoint import build_reference_model
+from kobert.config import INPUTS, INPUT_NAMES, KoBertConfig
 from kobert.exporters import ExportedArtifact
-from kobert.runtimes.base import INPUT_NAMES
+from kobert.runtimes.torch import build_reference_model
 
 OPSET = 18
 
 
 class NamedOutputs(torch.nn.Module):
-    """Returns every output of a transformers BERT in kobert's output order."""
+    """Returns every output of a transformers BERT in kobert's output order (the model contract).
 
-    def __init__(self, model, head: str):
+    The head is transformers' own layer (`classifier` or `qa_outputs`) applied to
+    what the contract says it reads; several outputs split its last axis, in order.
+    """
+
+    def __init__(self, model, config: KoBertConfig):
         super().__init__()
         self.model = model
-        self.head = head
-        self.encoder = model if head == "none" else model.bert
+        self.config = config
+        self.encoder = model if config.head == "none" else model.bert
 
     def forward(self, input_ids, attention_mask, token_type_ids):
         encoded = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-        hidden, pooled = encoded.last_hidden_state, encoded.pooler_output
-        if self.head == "none":
-            return hidden, pooled
-        if self.head == "sequence_classification":
-            return hidden, pooled, self.model.classifier(pooled)
-        if self.head == "token_classification":
-            return hidden, self.model.classifier(hidden)
-        start, end = self.model.qa_outputs(hidden).split(1, dim=-1)
-        return hidden, start.squeeze(-1), end.squeeze(-1)
+        features = {"last_hidden_state": encoded.last_hidden_state, "pooler_output": encoded.pooler_output}
+        spec = self.config.head_spec
+        if spec.reads is not None:
+            head_layer = getattr(self.model, "qa_outputs" if len(spec.outputs) > 1 else "classifier")
+            scores = head_layer(features[spec.reads])
+            parts = [scores] if len(spec.outputs) == 1 else [p.squeeze(-1) for p in scores.split(1, dim=-1)]
+            features.update(zip(spec.outputs, parts))
+        return tuple(features[name] for name in self.config.output_names)
 
 
 def export(weights: CanonicalWeights, export_dir: Path) -> ExportedArtifact:
     config = weights.config
-    module = NamedOutputs(build_reference_model(weights), config.head).eval()
+    module = NamedOutputs(build_reference_model(weights), config).eval()
     # Example inputs of batch 2, length 8 with padding; the axes are exported as dynamic.
     ids = torch.full((2, 8), 5, dtype=torch.long)
     mask = torch.ones_like(ids)
@@ -66,7 +69,7 @@ def export(weights: CanonicalWeights, export_dir: Path) -> ExportedArtifact:
     return ExportedArtifact(
         name="onnx",
         files=["onnx/model.onnx"],
-        inputs=[{"name": name, "dtype": "int64"} for name in INPUT_NAMES],
+        inputs=[{"name": name, "dtype": dtype} for name, dtype in INPUTS],
         outputs=list(config.output_names),
         framework=f"torch {torch.__version__.split('+')[0]}",
         extra={"opset": OPSET},

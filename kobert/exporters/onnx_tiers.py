@@ -1,7 +1,7 @@
 """Faster ONNX tiers of the fp32 "onnx" artifact: fused, fp16 and int8.
 
 Each tier reads `export_dir/onnx/model.onnx` (written by `kobert.exporters.onnx`,
-see `REQUIRES`) and writes `export_dir/<tier>/model.onnx`. Each is judged by its
+see `kobert.registry`) and writes `export_dir/<tier>/model.onnx`. Each is judged by its
 own parity tier (`kobert.parity.GATES`), named in the manifest entry as "tier":
 
 - "onnx-optimized": ONNX Runtime's transformer fusions (SkipLayerNormalization,
@@ -24,8 +24,8 @@ from pathlib import Path
 import onnx
 
 from kobert.canonical import CanonicalWeights
+from kobert.config import INPUTS
 from kobert.exporters import ExportedArtifact
-from kobert.runtimes.base import INPUT_NAMES
 
 APPROXIMATE_GELU_OPS = ("FastGelu", "GemmFastGelu", "QuickGelu")
 
@@ -89,15 +89,15 @@ class OnnxTier:
             raise ValueError(f"unknown ONNX tier {self.name!r}")
         model = onnx.load(str(target), load_external_data=False)
         extra["op_counts"] = op_counts(model)
-        from kobert.exporters.onnx import OPSET
+        opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
         return ExportedArtifact(
             name=self.name,
             files=[f"{self.name}/model.onnx"],
-            inputs=[{"name": name, "dtype": "int64"} for name in INPUT_NAMES],
+            inputs=[{"name": name, "dtype": dtype} for name, dtype in INPUTS],
             outputs=list(weights.config.output_names),
             framework=f"onnxruntime {_ort_version()}",
-            extra={"opset": OPSET, **extra},
+            extra={"opset": opset, **extra},
         )
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from kobert.canonical import CanonicalWeights
-from kobert.config import KoBertConfig
+from kobert.config import INPUT_NAMES, KoBertConfig
 from kobert.exporters import ExportedArtifact
 
 INPUT_DTYPE = tf.int64
@@ -121,21 +121,16 @@ class KoBertTF(tf.Module):
         if c.has_pooler:  # transformers' token-classification and QA models have no pooler
             outputs["pooler_output"] = tf.tanh(dense(x[:, 0], self.w("pooler.kernel"), self.w("pooler.bias")))
 
-        if c.head == "sequence_classification":
-            outputs["logits"] = dense(outputs["pooler_output"], self.w("head.kernel"), self.w("head.bias"))
-        elif c.head == "token_classification":
-            outputs["logits"] = dense(x, self.w("head.kernel"), self.w("head.bias"))
-        elif c.head == "question_answering":
-            spans = dense(x, self.w("head.kernel"), self.w("head.bias"))  # (B, T, 2)
-            outputs["start_logits"] = spans[..., 0]
-            outputs["end_logits"] = spans[..., 1]
+        spec = c.head_spec  # the model contract: what the head reads, what it outputs
+        if spec.reads is not None:
+            scores = dense(outputs[spec.reads], self.w("head.kernel"), self.w("head.bias"))
+            if len(spec.outputs) == 1:
+                outputs[spec.outputs[0]] = scores
+            else:  # (B, T, n) -> n outputs of (B, T): QA's start and end logits
+                outputs.update({name: scores[..., k] for k, name in enumerate(spec.outputs)})
         return {name: tf.identity(outputs[name], name=name) for name in c.output_names}
 
-    @tf.function(input_signature=[
-        tf.TensorSpec([None, None], INPUT_DTYPE, name="input_ids"),
-        tf.TensorSpec([None, None], INPUT_DTYPE, name="attention_mask"),
-        tf.TensorSpec([None, None], INPUT_DTYPE, name="token_type_ids"),
-    ])
+    @tf.function(input_signature=[tf.TensorSpec([None, None], INPUT_DTYPE, name=name) for name in INPUT_NAMES])
     def serve(self, input_ids, attention_mask, token_type_ids):
         return self.forward(input_ids, attention_mask, token_type_ids)
 
@@ -150,7 +145,7 @@ def export(weights: CanonicalWeights, export_dir: Path) -> ExportedArtifact:
     return ExportedArtifact(
         name="tf",
         files=["tf"],
-        inputs=[{"name": n, "dtype": input_dtype} for n in ("input_ids", "attention_mask", "token_type_ids")],
+        inputs=[{"name": n, "dtype": input_dtype} for n in INPUT_NAMES],
         outputs=list(weights.config.output_names),
         framework=f"tensorflow {tf.__version__}",
         extra={"signature": SIGNATURE},

@@ -24,7 +24,7 @@ import onnx
 
 from kobert.canonical import CanonicalWeights
 from kobert.exporters import ExportedArtifact
-from kobert.runtimes.base import INPUT_NAMES
+from kobert.config import INPUT_NAMES
 
 OPSET = 17
 SIGNATURE = "serving_default"

@@ -1,6 +1,6 @@
 """TFLite from the TensorFlow SavedModel: "tflite" (fp32) and "tflite-int8" (dynamic range).
 
-Reads `export_dir/tf` (see `REQUIRES`) and writes `export_dir/<name>/model.tflite`
+Reads `export_dir/tf` (see `kobert.registry`) and writes `export_dir/<name>/model.tflite`
 with tf.lite.TFLiteConverter. Inputs keep the SavedModel's dynamic (batch,
 length) shape signature; the runtime resizes its input tensors per call.
 
@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from kobert.canonical import CanonicalWeights
+from kobert.config import INPUT_NAMES, INPUTS
 from kobert.exporters import ExportedArtifact
 
 SIGNATURE = "serving_default"
@@ -97,7 +98,7 @@ def tflite_ready_savedmodel(savedmodel: Path, workdir: Path) -> tuple[Path, int]
     module = tf.Module()
     module.serve = tf.function(lambda input_ids, attention_mask, token_type_ids: serve(
         input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids),
-        input_signature=[input_specs[n] for n in ("input_ids", "attention_mask", "token_type_ids")])
+        input_signature=[input_specs[n] for n in INPUT_NAMES])
     path = workdir / "frozen_savedmodel"
     tf.saved_model.save(module, str(path), signatures={SIGNATURE: module.serve.get_concrete_function()})
     return path, rewritten
@@ -129,7 +130,7 @@ class TFLiteTier:
         return ExportedArtifact(
             name=self.name,
             files=[f"{self.name}/model.tflite"],
-            inputs=[{"name": n, "dtype": "int64"} for n in ("input_ids", "attention_mask", "token_type_ids")],
+            inputs=[{"name": name, "dtype": dtype} for name, dtype in INPUTS],
             outputs=list(weights.config.output_names),
             framework=f"tensorflow-lite {tf.__version__}",
             extra=extra,

@@ -7,26 +7,18 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
-# runtime name -> (module, class). Each module imports its framework; this one imports none.
-RUNTIMES = {
-    "torch": ("kobert.runtimes.torch", "TorchRuntime"),
-    "onnx": ("kobert.runtimes.onnx", "OnnxRuntime"),
-    "tf": ("kobert.runtimes.tensorflow", "TensorFlowRuntime"),
-    "mxnet": ("kobert.runtimes.mxnet", "MXNetRuntime"),
-    "tflite": ("kobert.runtimes.tflite", "TFLiteRuntime"),
-}
 
 
-def load(export_dir: str | Path, runtime: str = "onnx", artifact: str | None = None):
-    """Open one artifact of an export directory with the named runtime.
+def load(export_dir: str | Path, runtime: str = "onnx", artifact: str | None = None, verify: bool = True):
+    """Open one artifact of an export directory with the named runtime (see `kobert.registry.RUNTIMES`).
 
     `artifact` picks a manifest entry when a runtime can run several
-    (runtime "onnx" runs both "onnx" and "tf2onnx").
+    (runtime "onnx" runs "onnx", "tf2onnx" and the ONNX tiers). With `verify`
+    (the default) every file of the artifact is checked against the manifest's
+    sha256 before the framework reads it.
     """
-    if runtime not in RUNTIMES:
-        raise ValueError(f"unknown runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")
-    module, cls = RUNTIMES[runtime]
-    return getattr(importlib.import_module(module), cls)(export_dir, artifact)
+    from kobert import registry
+
+    return registry.runtime_spec(runtime).runtime_class()(export_dir, artifact, verify=verify)

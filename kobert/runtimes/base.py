@@ -1,35 +1,102 @@
 """The one runtime API, framework-free.
 
 A `Runtime` wraps one artifact of an export directory. Subclasses (one module
-per framework) implement only `_open` and `_forward`; everything else (input
-checking, dtype casting, tokenisation, pooling) lives here, once.
+per framework) implement only `_open` and `_forward` (and `raw_session` /
+`raw_feed`, the framework's own call, for the benchmark); everything else
+lives here, once: file integrity, input checking, dtype casting, tokenisation,
+batching, pooling.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+from kobert.config import INPUT_NAMES, KoBertConfig
+from kobert.encoding import WINDOW_BATCHES, TextEncoder, length_sorted_batches, windows
+
+DEFAULT_BATCH_SIZE = 32
+
+
+class IntegrityError(ValueError):
+    """A file of an export differs from what its manifest recorded (or escapes the export folder)."""
 
 
 def read_manifest(export_dir: str | Path) -> dict:
     path = Path(export_dir) / "manifest.json"
     if not path.is_file():
         raise FileNotFoundError(f"{export_dir}: no manifest.json (not a kobert export directory)")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("artifacts"), dict):
+        raise ValueError(f"{path}: not a kobert manifest (no 'artifacts' object)")
+    return manifest
 
 
-def prepare_inputs(input_ids, attention_mask=None, token_type_ids=None, max_length: int = 512) -> dict[str, np.ndarray]:
-    """Check and normalise model inputs to int64 arrays of shape (batch, length)."""
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def inside(export_dir: Path, relative: str) -> Path:
+    """`export_dir / relative`, refusing a manifest path that resolves outside the export folder."""
+    root = export_dir.resolve()
+    path = (root / relative).resolve()
+    if not isinstance(relative, str) or Path(relative).is_absolute() or not path.is_relative_to(root):
+        raise IntegrityError(f"{export_dir}: manifest path {relative!r} resolves outside the export folder")
+    return path
+
+
+def files_under(export_dir: Path, relative: str) -> list[str]:
+    """Every file of a manifest path (a file, or a folder's files), relative to the export folder."""
+    path = inside(export_dir, relative)
+    found = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return [str(p.relative_to(export_dir.resolve())) for p in found]
+
+
+def verify_files(export_dir: str | Path, entry: dict, what: str) -> None:
+    """Every file the entry names must exist, be listed in its sha256 table, and match it."""
+    export_dir = Path(export_dir)
+    digests = entry.get("sha256")
+    if not isinstance(digests, dict) or not digests:
+        raise IntegrityError(f"{export_dir}: manifest records no sha256 for {what} (re-export, or skip with --no-verify)")
+    present = {f for relative in entry["files"] for f in files_under(export_dir, relative)}
+    for relative in sorted(present | set(digests)):
+        if relative not in digests:
+            raise IntegrityError(f"{export_dir / relative}: not in the manifest's sha256 for {what} (added after export?)")
+        path = inside(export_dir, relative)
+        if not path.is_file():
+            raise IntegrityError(f"{export_dir / relative}: missing (the manifest lists it for {what})")
+        if sha256_file(path) != digests[relative]:
+            raise IntegrityError(f"{export_dir / relative}: sha256 differs from the manifest ({what} was modified)")
+
+
+def prepare_inputs(input_ids, attention_mask=None, token_type_ids=None, config: KoBertConfig | None = None,
+                   max_length: int = 512) -> dict[str, np.ndarray]:
+    """Check and normalise model inputs to int64 arrays of shape (batch, length).
+
+    Values are checked here, before any framework sees them, so every runtime
+    refuses the same inputs with the same error (frameworks differ: MXNet
+    clamps ids, ONNX Runtime wraps -1, torch and TF raise their own errors).
+    """
     arrays = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
     ids = np.asarray(input_ids)
     if ids.ndim == 1:
         ids = ids[None, :]
     if ids.ndim != 2 or ids.shape[0] == 0 or ids.shape[1] == 0:
         raise ValueError(f"input_ids: expected shape (batch, length) with both > 0, got {np.shape(input_ids)}")
+    if config is not None:
+        max_length = config.max_position_embeddings
     if ids.shape[1] > max_length:
         raise ValueError(f"input_ids: length {ids.shape[1]} exceeds the model's {max_length} positions")
     defaults = {"attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
@@ -44,29 +111,62 @@ def prepare_inputs(input_ids, attention_mask=None, token_type_ids=None, max_leng
         if not (np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_):
             raise ValueError(f"{name}: expected integer ids (int32 or int64), got {array.dtype}")
         out[name] = array.astype(np.int64)
+    if config is not None:
+        _check_range(out["input_ids"], "input_ids", config.vocab_size, "the vocabulary")
+        _check_range(out["token_type_ids"], "token_type_ids", config.type_vocab_size, "the token types")
+        _check_range(out["attention_mask"], "attention_mask", 2, "a mask (0 or 1)")
     return out
 
 
+def _check_range(array: np.ndarray, name: str, size: int, what: str) -> None:
+    bad = (array < 0) | (array >= size)
+    if bad.any():
+        row, column = (int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"{name}: value {int(array[row, column])} at [{row}, {column}] is outside [0, {size}) "
+                         f"of {what}")
+
+
 class Runtime:
-    """One artifact, one API: `run`, `embed`, `logits`."""
+    """One artifact, one API: `run` (arrays), and `embed`, `logits`, `stream` (texts)."""
 
     #: the runtime's name as `load(..., runtime=...)` spells it
     name = "base"
     #: the manifest artifact this runtime opens when none is named
     default_artifact = ""
 
-    def __init__(self, export_dir: str | Path, artifact: str | None = None):
+    def __init__(self, export_dir: str | Path, artifact: str | None = None, verify: bool = True):
+        from kobert import registry
+
         self.export_dir = Path(export_dir)
         self.manifest = read_manifest(self.export_dir)
+        try:
+            self.config = KoBertConfig.from_hf_dict(self.manifest.get("config"), source=f"{self.export_dir}/manifest.json")
+        except ValueError as e:
+            raise ValueError(f"config: {e}") from None
         self.artifact = artifact or self.default_artifact
-        entry = self.manifest["artifacts"].get(self.artifact) if self.artifact != "reference" else self.manifest.get("reference")
-        if entry is None:
-            raise ValueError(f"{export_dir}: manifest has no {self.artifact!r} artifact")
-        self.entry = entry
-        self.output_names = list(entry["outputs"])
-        self.max_length = int(self.manifest.get("config", {}).get("max_position_embeddings", 512))
-        self._tokenizer = None
-        self._open([self.export_dir / f for f in entry["files"]])
+        self.entry = self._manifest_entry()
+        opened_by = registry.runtimes_for(self.artifact)
+        if self.name not in opened_by:
+            raise ValueError(f"artifact {self.artifact!r} is opened by runtime {' or '.join(opened_by)}, "
+                             f"not {self.name!r}")
+        self.verify = verify
+        if verify:
+            verify_files(self.export_dir, self.entry, f"artifact {self.artifact!r}")
+        self.output_names = list(self.entry["outputs"])
+        self.max_length = self.config.max_position_embeddings
+        self._encoder = self._tokenizer = None
+        self._tokenizer_lock = threading.Lock()
+        self._open([inside(self.export_dir, f) for f in self.entry["files"]])
+
+    def _manifest_entry(self) -> dict:
+        if self.artifact == "reference":
+            entry = self.manifest.get("reference")
+        else:
+            entry = self.manifest["artifacts"].get(self.artifact)
+        if not isinstance(entry, dict) or not isinstance(entry.get("files"), list):
+            have = ", ".join(self.manifest["artifacts"]) or "none"
+            raise ValueError(f"{self.export_dir}: manifest has no {self.artifact!r} artifact (it has {have})")
+        return entry
 
     # --- what a framework module implements ----------------------------------
 
@@ -77,50 +177,108 @@ class Runtime:
         """inputs: int64 arrays named as INPUT_NAMES. Returns float32 arrays by output name."""
         raise NotImplementedError
 
-    # --- the shared API ------------------------------------------------------
+    def raw_session(self):
+        """The framework's own call on this artifact, `call(feed)`, with no kobert code around it."""
+        raise NotImplementedError(f"runtime {self.name!r} offers no raw session")
+
+    def raw_feed(self, inputs: dict[str, np.ndarray]):
+        """`inputs` (int64 arrays) converted once into what `raw_session()` takes."""
+        return {spec["name"]: np.asarray(inputs[spec["name"]], dtype=spec["dtype"]) for spec in self.entry["inputs"]}
+
+    # --- arrays in, arrays out -----------------------------------------------
 
     def run(self, input_ids, attention_mask=None, token_type_ids=None) -> dict[str, np.ndarray]:
-        inputs = prepare_inputs(input_ids, attention_mask, token_type_ids, self.max_length)
+        inputs = prepare_inputs(input_ids, attention_mask, token_type_ids, self.config)
         outputs = self._forward(inputs)
         return {name: np.asarray(outputs[name], dtype=np.float32) for name in self.output_names}
 
+    # --- texts in ---------------------------------------------------------------
+
+    @property
+    def text_encoder(self) -> TextEncoder:
+        """The export's tokenizer as a numpy encoder (made once, safely under concurrent first calls)."""
+        if self._encoder is None:
+            with self._tokenizer_lock:
+                if self._encoder is None:
+                    self._encoder = TextEncoder(self._tokenizer_dir(), self.max_length, self.config.vocab_size)
+        return self._encoder
+
     @property
     def tokenizer(self):
+        """The export's tokenizer as a transformers `PreTrainedTokenizerFast`."""
         if self._tokenizer is None:
-            name = self.manifest.get("tokenizer")
-            if not name:
-                raise ValueError(f"{self.export_dir}: this export has no tokenizer (export with --tokenizer PATH)")
-            from kobert.tokenizer import get_tokenizer
+            with self._tokenizer_lock:
+                if self._tokenizer is None:
+                    from kobert.tokenizer import get_tokenizer
 
-            self._tokenizer = get_tokenizer(self.export_dir / name)
+                    self._tokenizer = get_tokenizer(self._tokenizer_dir())
         return self._tokenizer
+
+    def _tokenizer_dir(self) -> Path:
+        name = self.manifest.get("tokenizer")
+        if not name:
+            raise ValueError(f"{self.export_dir}: this export has no tokenizer (export with --tokenizer PATH)")
+        if self.verify and "tokenizer_sha256" in self.manifest:
+            verify_files(self.export_dir, {"files": [name], "sha256": self.manifest["tokenizer_sha256"]}, "the tokenizer")
+        return inside(self.export_dir, name)
 
     def encode(self, texts: list[str], pairs: list[str] | None = None) -> dict[str, np.ndarray]:
         if isinstance(texts, str):
             texts = [texts]
-        # A tokenizer may know a shorter length than the positions (the length the model was trained at).
-        max_length = min(self.max_length, self.tokenizer.model_max_length)
-        encoded = self.tokenizer(list(texts), list(pairs) if pairs else None, padding=True,
-                                 truncation=True, max_length=max_length, return_tensors="np")
-        return {name: encoded[name] for name in INPUT_NAMES}
+        if isinstance(pairs, str):
+            pairs = [pairs]
+        return self.text_encoder.encode(list(texts), None if pairs is None else list(pairs))
 
-    def embed(self, texts: list[str], pooling: str = "cls") -> np.ndarray:
-        inputs = self.encode(texts)
-        hidden = self.run(**inputs)["last_hidden_state"]
-        if pooling == "cls":
-            return hidden[:, 0]
-        if pooling == "mean":
-            mask = inputs["attention_mask"][..., None].astype(np.float32)
-            return (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1.0)
-        raise ValueError(f"pooling {pooling!r}: expected 'cls' or 'mean'")
+    def stream(self, texts: Iterable[str], batch_size: int = DEFAULT_BATCH_SIZE,
+               pairs: Iterable[str] | None = None) -> Iterator[tuple[str, dict[str, np.ndarray], np.ndarray]]:
+        """(text, its outputs, its attention mask) per text, in input order, from any iterable.
 
-    def logits(self, texts: list[str]) -> np.ndarray | dict[str, np.ndarray]:
-        outputs = self.run(**self.encode(texts))
-        if "logits" in outputs:
-            return outputs["logits"]
-        if "start_logits" in outputs:
-            return {"start_logits": outputs["start_logits"], "end_logits": outputs["end_logits"]}
-        raise ValueError(f"{self.export_dir}: this model has no task head, so no logits (use embed)")
+        Per-token outputs and the mask are cut to the text's own length.
+
+        Texts are read in windows of `WINDOW_BATCHES` batches; inside a window they
+        are sorted by length so a batch pads little, then given back in input
+        order. Memory holds one window, whatever the number of texts.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        rows = texts if pairs is None else zip(texts, pairs)
+        for window in windows(rows, batch_size * WINDOW_BATCHES):
+            firsts = window if pairs is None else [a for a, _ in window]
+            seconds = None if pairs is None else [b for _, b in window]
+            encodings = self.text_encoder.encodings(firsts, seconds)
+            results: list = [None] * len(window)
+            for batch in length_sorted_batches([len(e.ids) for e in encodings], batch_size):
+                inputs = self.text_encoder.arrays([encodings[i] for i in batch])
+                outputs = self.run(**inputs)
+                for k, i in enumerate(batch):
+                    length = int(inputs["attention_mask"][k].sum())
+                    results[i] = (firsts[i],
+                                  {name: _row(value[k], name, length, self.config) for name, value in outputs.items()},
+                                  inputs["attention_mask"][k, :length])
+            yield from results
+
+    def embed(self, texts: Iterable[str], pooling: str = "cls", normalize: bool = False,
+              batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+        """One sentence embedding per text: the [CLS] vector or the mean over valid tokens."""
+        vectors = [pool(outputs["last_hidden_state"], mask, pooling)
+                   for _, outputs, mask in self.stream(_texts(texts), batch_size)]
+        embeddings = np.stack(vectors) if vectors else np.zeros((0, self.config.hidden_size), np.float32)
+        if normalize:
+            embeddings = embeddings / np.maximum(np.linalg.norm(embeddings, axis=-1, keepdims=True), 1e-12)
+        return embeddings
+
+    def logits(self, texts: Iterable[str], batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray | dict[str, np.ndarray]:
+        """The head's outputs per text: an array of logits, or a dict for start/end logits (QA).
+
+        Per-token outputs are padded with NaN to the longest text's length (each
+        text is batched with texts of similar length, so nothing else is padding).
+        """
+        names = self.config.head_outputs
+        if not names:
+            raise ValueError(f"{self.export_dir}: this model has no task head, so no logits (use embed)")
+        rows = [[outputs[name] for name in names] for _, outputs, _ in self.stream(_texts(texts), batch_size)]
+        stacked = {name: _stack([r[k] for r in rows]) for k, name in enumerate(names)}
+        return stacked[names[0]] if len(names) == 1 else stacked
 
     def close(self) -> None:
         """Release framework resources (the MXNet worker process, for one)."""
@@ -130,3 +288,34 @@ class Runtime:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def pool(hidden: np.ndarray, mask: np.ndarray, pooling: str) -> np.ndarray:
+    """One text's (length, hidden) states -> its sentence vector."""
+    if pooling == "cls":
+        return hidden[0]
+    if pooling == "mean":
+        weights = np.asarray(mask, dtype=np.float32)[:len(hidden), None]
+        return (hidden * weights).sum(axis=0) / max(float(weights.sum()), 1.0)
+    raise ValueError(f"pooling {pooling!r}: expected 'cls' or 'mean'")
+
+
+def _texts(texts) -> Iterable[str]:
+    return [texts] if isinstance(texts, str) else texts
+
+
+def _row(value: np.ndarray, name: str, length: int, config: KoBertConfig) -> np.ndarray:
+    """One text's slice of a batch output: per-token outputs cut to the text's own length."""
+    return value[:length] if name in config.per_token_outputs else value
+
+
+def _stack(rows: list[np.ndarray]) -> np.ndarray:
+    if not rows:
+        return np.zeros((0,), np.float32)
+    width = max(r.shape[0] for r in rows) if rows[0].ndim else 0
+    if all(r.shape == rows[0].shape for r in rows):
+        return np.stack(rows)
+    padded = np.full((len(rows), width, *rows[0].shape[1:]), np.nan, dtype=np.float32)
+    for i, r in enumerate(rows):
+        padded[i, :r.shape[0]] = r
+    return padded

@@ -1,4 +1,4 @@
-"""ONNX Runtime adapter: runs the "onnx" and "tf2onnx" artifacts."""
+"""ONNX Runtime adapter: runs the "onnx", "tf2onnx" and ONNX tier artifacts."""
 
 from __future__ import annotations
 
@@ -24,3 +24,6 @@ class OnnxRuntime(Runtime):
     def _forward(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feed = {name: inputs[name].astype(dtype) for name, dtype in self.input_dtypes.items()}
         return dict(zip(self.output_names, self.session.run(self.output_names, feed)))
+
+    def raw_session(self):
+        return lambda feed, session=self.session: session.run(None, feed)

@@ -29,3 +29,14 @@ class TensorFlowRuntime(Runtime):
                  for name, dtype in self._input_dtypes.items()}
         outputs = self._signature(**feeds)
         return {name: outputs[name].numpy().astype(np.float32, copy=False) for name in self.output_names}
+
+    def raw_session(self):
+        return lambda feed, signature=self._signature: signature(**feed)
+
+    def raw_feed(self, inputs: dict[str, np.ndarray]):
+        return {name: tf.constant(array) for name, array in super().raw_feed(inputs).items()}
+
+    def xla_session(self):
+        """The signature compiled with XLA (`jit_compile=True`), for the benchmark's XLA row."""
+        compiled = tf.function(lambda **feed: self._signature(**feed), jit_compile=True)
+        return lambda feed: compiled(**feed)

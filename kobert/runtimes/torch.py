@@ -1,4 +1,9 @@
-"""The PyTorch reference runtime: transformers' own BERT classes on the exported reference checkpoint.
+"""The PyTorch spoke: transformers' own BERT classes, the reference every artifact is judged against.
+
+Everything kobert does with torch is here: reading `.bin` / legacy state dicts
+without unpickling code, building a transformers model from canonical weights,
+computing the reference outputs, and the torch runtime that serves the export's
+`reference/` checkpoint.
 
 Hidden states and pooled output come from the encoder (`model.bert`); logits
 come from a separate call of the full transformers model, so the head wiring of
@@ -12,8 +17,40 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kobert.checkpoint import load_reference_model
+from kobert.canonical import CanonicalWeights, CheckpointError
 from kobert.runtimes.base import Runtime
+
+
+def read_torch_state_dict(path: Path) -> dict[str, np.ndarray]:
+    """A state dict from a torch file, loaded with `weights_only=True` (no code is unpickled)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch state dict (truncated, corrupt or unsafe pickle?): {first_line}") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: expected a dict of tensors (a state dict)")
+    return {name: t.detach().float().numpy() if t.is_floating_point() else t.numpy() for name, t in state.items()}
+
+
+def build_reference_model(weights: CanonicalWeights):
+    """A transformers model (eager attention, eval mode) holding exactly these weights."""
+    import transformers
+
+    config = weights.config
+    model_class = getattr(transformers, config.head_spec.architecture)
+    hf_config = transformers.BertConfig(**config.to_hf_dict())
+    model = model_class._from_config(hf_config, attn_implementation="eager")
+    state = weights.to_hf_state_dict()
+    if config.head == "none":  # BertModel's own names have no "bert." prefix
+        state = {k.removeprefix("bert."): v for k, v in state.items()}
+    missing, unexpected = model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=False)
+    missing = [k for k in missing if not k.endswith(("position_ids", "token_type_ids"))]
+    if missing or unexpected:
+        raise CheckpointError(f"reference model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return model.eval()
 
 
 def reference_outputs(model, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -38,7 +75,21 @@ class TorchRuntime(Runtime):
     default_artifact = "reference"
 
     def _open(self, files: list[Path]) -> None:
-        self.model = load_reference_model(files[0])
+        from kobert.checkpoint import load_checkpoint
+
+        self.model = build_reference_model(load_checkpoint(files[0]).weights)
 
     def _forward(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return reference_outputs(self.model, inputs)
+
+    def raw_session(self):
+        model = self.model
+
+        def call(feed):
+            with torch.inference_mode():
+                return model(**feed)
+
+        return call
+
+    def raw_feed(self, inputs: dict[str, np.ndarray]) -> dict:
+        return {name: torch.from_numpy(np.asarray(a, dtype=np.int64)) for name, a in inputs.items()}

@@ -17,79 +17,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-NSMC_URL = "https://raw.githubusercontent.com/e9t/nsmc/master/ratings_{split}.txt"
-NSMC_FILES = {"train": "ratings_train.txt", "test": "ratings_test.txt"}
-ID2LABEL = {0: "negative", 1: "positive"}
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DOWNLOAD_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kobert" / "nsmc"
-
-
-@dataclass
-class LabelledTexts:
-    texts: list[str]
-    labels: list[int]
-    source: str
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-
-def default_nsmc_dir() -> Path:
-    return Path(os.environ.get("KOBERT_NSMC_DIR") or REPO_ROOT.parent / "shared" / "data" / "nsmc")
-
-
-def read_nsmc(path: str | Path, limit: int | None = None) -> LabelledTexts:
-    """(document, label) rows of one NSMC TSV file; empty documents are kept as ""."""
-    path = Path(path)
-    texts, labels = [], []
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f, delimiter="\t")
-        if reader.fieldnames is None or not {"document", "label"} <= set(reader.fieldnames):
-            raise ValueError(f"{path}: expected an NSMC TSV with header id/document/label, got {reader.fieldnames}")
-        for line, row in enumerate(reader, start=2):
-            if limit is not None and len(texts) >= limit:
-                break
-            if row["label"] not in ("0", "1"):
-                raise ValueError(f"{path}:{line}: label {row['label']!r}, expected 0 or 1")
-            texts.append(row["document"] or "")
-            labels.append(int(row["label"]))
-    if not texts:
-        raise ValueError(f"{path}: no examples")
-    return LabelledTexts(texts, labels, str(path))
-
-
-def download_nsmc(dest: Path = DOWNLOAD_CACHE) -> Path:
-    """Fetch ratings_{train,test}.txt from the official e9t/nsmc repository into `dest`."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for split, name in NSMC_FILES.items():
-        target = dest / name
-        if target.is_file():
-            continue
-        url = NSMC_URL.format(split=split)
-        tmp = target.with_suffix(".part")
-        try:
-            with urllib.request.urlopen(url, timeout=30) as response, open(tmp, "wb") as f:
-                f.write(response.read())
-        except OSError as e:
-            tmp.unlink(missing_ok=True)
-            raise FileNotFoundError(f"NSMC: could not download {url} ({e}); pass --nsmc-dir with "
-                                    f"{' and '.join(NSMC_FILES.values())} or set KOBERT_NSMC_DIR") from None
-        os.replace(tmp, target)
-    return dest
-
-
-def locate_nsmc(nsmc_dir: str | Path | None = None) -> Path:
-    """A directory holding both NSMC files: the given one, the default, or a fresh download."""
-    if nsmc_dir is not None:
-        d = Path(nsmc_dir)
-        missing = [n for n in NSMC_FILES.values() if not (d / n).is_file()]
-        if missing:
-            raise FileNotFoundError(f"{d}: missing NSMC file(s) {', '.join(missing)}")
-        return d
-    for d in (default_nsmc_dir(), DOWNLOAD_CACHE):
-        if all((d / n).is_file() for n in NSMC_FILES.values()):
-            return d
-    return download_nsmc()
+from kobert.datasets import (  # noqa: F401  (the one NSMC reader, re-exported for callers of this module)
+    ID2LABEL, LabelledTexts, default_nsmc_dir, download_nsmc, locate_nsmc, read_nsmc,
+)
 
 
 def _load_tokenizer(checkpoint_dir: Path):

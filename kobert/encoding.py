@@ -1,0 +1,116 @@
+"""Texts to model inputs, straight from the Rust `tokenizers` backend into numpy.
+
+What every runtime (and a serving handler that has only `tokenizers` and numpy)
+uses to encode text: no transformers import, no `BatchEncoding`, no Python
+lists per token. The result equals `PreTrainedTokenizerFast(texts, pairs,
+padding=True, truncation=True, max_length=...)` (tested), because it runs the
+same backend with the same truncation settings (longest first, right side).
+
+Streaming helpers live here too: texts are taken in bounded windows, sorted by
+length inside a window so each batch pads little, and the results are given
+back in input order, so memory stays flat in the number of texts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+# How many batches one sorting window holds: long enough that sorting saves padding,
+# short enough that a window's outputs stay small.
+WINDOW_BATCHES = 8
+
+
+def check_text(text, where: str) -> str:
+    """`text` if it is a str that is valid Unicode; else one clear ValueError naming it."""
+    if not isinstance(text, str):
+        raise ValueError(f"{where}: expected a str, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{where}: not valid Unicode ({e.reason} at character {e.start}: "
+                         f"{text[max(0, e.start - 10):e.start]!r}...)") from None
+    return text
+
+
+class TextEncoder:
+    """A tokenizer directory's `tokenizer.json` as a text -> int64 arrays encoder."""
+
+    def __init__(self, tokenizer_dir: str | Path, max_length: int, vocab_size: int | None = None):
+        from tokenizers import Tokenizer
+
+        tokenizer_dir = Path(tokenizer_dir)
+        path = tokenizer_dir / "tokenizer.json"
+        if not path.is_file():
+            raise ValueError(f"{tokenizer_dir}: no tokenizer.json")
+        self.backend = Tokenizer.from_file(str(path))
+        # A tokenizer may know a shorter length than the positions: the length its model was trained at.
+        self.max_length = min(max_length, _model_max_length(tokenizer_dir, max_length))
+        self.backend.no_padding()
+        self.backend.enable_truncation(self.max_length)
+        self.pad_id = self.backend.token_to_id("[PAD]")
+        if self.pad_id is None:
+            raise ValueError(f"{path}: the tokenizer has no [PAD] token")
+        size = self.backend.get_vocab_size(with_added_tokens=True)
+        if vocab_size is not None and size > vocab_size:
+            raise ValueError(f"{path}: the tokenizer has {size} ids, more than the model's vocabulary of {vocab_size}")
+
+    def encode(self, texts: list[str], pairs: list[str] | None = None) -> dict[str, np.ndarray]:
+        """int64 `input_ids`, `attention_mask`, `token_type_ids` of shape (batch, longest)."""
+        return self.arrays(self.encodings(texts, pairs))
+
+    def encodings(self, texts: list[str], pairs: list[str] | None = None) -> list:
+        """The backend's `Encoding` per text (ids truncated to `max_length`, specials added)."""
+        texts = [check_text(t, f"text {i}") for i, t in enumerate(texts)]
+        if pairs is not None:
+            if len(pairs) != len(texts):
+                raise ValueError(f"{len(texts)} texts but {len(pairs)} pairs")
+            pairs = [check_text(t, f"pair {i}") for i, t in enumerate(pairs)]
+        if not texts:
+            raise ValueError("no text to encode")
+        # Safe from many threads: the backend is configured once here and encoding only reads it.
+        return self.backend.encode_batch(texts if pairs is None else list(zip(texts, pairs)))
+
+    def arrays(self, encodings: list) -> dict[str, np.ndarray]:
+        """Encodings padded with [PAD] to the longest of them, as int64 arrays."""
+        width = max(len(e.ids) for e in encodings)
+        ids = np.full((len(encodings), width), self.pad_id, dtype=np.int64)
+        types = np.zeros_like(ids)
+        mask = np.zeros_like(ids)
+        for row, encoding in enumerate(encodings):
+            n = len(encoding.ids)
+            ids[row, :n] = encoding.ids
+            types[row, :n] = encoding.type_ids
+            mask[row, :n] = 1
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def _model_max_length(tokenizer_dir: Path, default: int) -> int:
+    config = tokenizer_dir / "tokenizer_config.json"
+    try:
+        value = json.loads(config.read_text(encoding="utf-8")).get("model_max_length", default)
+    except (OSError, ValueError, AttributeError):
+        return default
+    return int(value) if isinstance(value, (int, float)) and 0 < value < 1e9 else default
+
+
+def windows(items: Iterable, size: int) -> Iterator[list]:
+    """Consecutive lists of at most `size` items, read lazily."""
+    window = []
+    for item in items:
+        window.append(item)
+        if len(window) == size:
+            yield window
+            window = []
+    if window:
+        yield window
+
+
+def length_sorted_batches(lengths: list[int], batch_size: int) -> Iterator[list[int]]:
+    """Row indices in batches of similar length (longest first), covering every row once."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    for start in range(0, len(order), batch_size):
+        yield order[start:start + batch_size]

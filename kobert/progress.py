@@ -1,0 +1,55 @@
+"""Progress lines on stderr for long steps (export stages, parity, `run --input`, eval).
+
+stdout stays the command's result (tables, JSON lines); progress goes to stderr
+and `--quiet` silences it. `quiet_frameworks` hides TensorFlow's and absl's
+start-up noise unless `--verbose`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+_state = {"quiet": False}
+
+
+def set_quiet(quiet: bool) -> None:
+    _state["quiet"] = quiet
+
+
+def say(message: str) -> None:
+    if not _state["quiet"]:
+        print(f"kobert: {message}", file=sys.stderr, flush=True)
+
+
+class Counter:
+    """'N lines done' at most every `every` seconds, and once at the end."""
+
+    def __init__(self, what: str, every: float = 5.0):
+        self.what, self.every = what, every
+        self.count, self.start = 0, time.monotonic()
+        self._last = self.start
+
+    def add(self, n: int = 1) -> None:
+        self.count += n
+        now = time.monotonic()
+        if now - self._last >= self.every:
+            self._last = now
+            say(f"{self.what}: {self.count:,} done ({self.count / (now - self.start):,.0f}/s)")
+
+    def done(self) -> None:
+        seconds = time.monotonic() - self.start
+        say(f"{self.what}: {self.count:,} done in {seconds:.1f} s")
+
+
+def quiet_frameworks() -> None:
+    """Silence TensorFlow's C++ and absl start-up logging (set before TensorFlow is imported)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+    try:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    except ImportError:
+        pass

@@ -1,0 +1,148 @@
+"""The registry: every artifact and runtime kobert knows, each described once.
+
+A `Target` row says what an artifact is called (its `--to` value and manifest
+key), which exporter builds it, which runtime opens it, which pip extra that
+needs, which parity gate judges it and which other artifact it is built from.
+The CLI's choices, the export's build order, parity, `kobert eval`, `kobert
+bench` and the parity tests all read these two tables; nothing else lists
+artifacts.
+
+To add a framework: write `kobert/exporters/<name>.py` (a module or object with
+`export(weights, export_dir) -> ExportedArtifact`), `kobert/runtimes/<name>.py`
+(a `Runtime` subclass), then add one `RuntimeSpec` and one `Target` below.
+Framework-free: nothing here imports a spoke until it is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """A runtime: `load(..., runtime=name)` opens an artifact with `implementation`."""
+
+    name: str
+    implementation: str  # "module:Class", a kobert.runtimes.base.Runtime subclass
+    extra: str  # the pip extra that installs its framework: pip install 'kobert[extra]'
+
+    def runtime_class(self):
+        module, _, cls = self.implementation.partition(":")
+        return getattr(importlib.import_module(module), cls)
+
+
+@dataclass(frozen=True)
+class Target:
+    """An artifact kobert can build."""
+
+    name: str
+    exporter: str  # "module" or "module:object": something with `export(weights, export_dir)`
+    runtime: str  # a RUNTIMES key
+    gate: str = "fp32"  # a kobert.parity.GATES key; read from here, never from a manifest
+    built_from: str | None = None  # an artifact whose files this one reads (built first, dropped if not asked)
+    default: bool = False  # built by a plain `kobert export`
+    bench_label: str | None = None  # its row in `kobert bench`; None: not benchmarked
+    summary: str = ""  # one line for --help and the README
+
+    @property
+    def extra(self) -> str:
+        return RUNTIMES[self.runtime].extra
+
+    def load_exporter(self):
+        module, _, attribute = self.exporter.partition(":")
+        found = importlib.import_module(module)
+        return getattr(found, attribute) if attribute else found
+
+
+RUNTIMES: dict[str, RuntimeSpec] = {}
+TARGETS: dict[str, Target] = {}
+# The torch runtime opens the manifest's "reference" checkpoint: the judge, not an artifact.
+REFERENCE = "reference"
+
+
+def register_runtime(spec: RuntimeSpec) -> RuntimeSpec:
+    RUNTIMES[spec.name] = spec
+    return spec
+
+
+def register_target(target: Target) -> Target:
+    """Add (or replace) a target; its runtime must be registered and what it is built from known."""
+    if target.runtime not in RUNTIMES:
+        raise ValueError(f"target {target.name!r}: unknown runtime {target.runtime!r}")
+    if target.built_from is not None and target.built_from not in TARGETS:
+        raise ValueError(f"target {target.name!r}: built from unknown target {target.built_from!r}")
+    TARGETS[target.name] = target
+    return target
+
+
+def unregister_target(name: str) -> None:
+    TARGETS.pop(name, None)
+
+
+def target(name: str) -> Target:
+    try:
+        return TARGETS[name]
+    except KeyError:
+        raise ValueError(f"unknown export target {name!r}; expected one of {', '.join(TARGETS)}") from None
+
+
+def runtime_spec(name: str) -> RuntimeSpec:
+    try:
+        return RUNTIMES[name]
+    except KeyError:
+        raise ValueError(f"unknown runtime {name!r}; expected one of {', '.join(RUNTIMES)}") from None
+
+
+def default_targets() -> list[str]:
+    return [t.name for t in TARGETS.values() if t.default]
+
+
+def build_order(names: list[str]) -> list[str]:
+    """The targets to build, each after what it is built from, in registry order."""
+    needed: set[str] = set()
+    for name in names:
+        while name is not None and name not in needed:
+            needed.add(name)
+            name = target(name).built_from
+    return [name for name in TARGETS if name in needed]
+
+
+def runtimes_for(artifact: str) -> list[str]:
+    """Runtimes that can open an artifact: the torch reference, or its target's runtime."""
+    return ["torch"] if artifact == REFERENCE else [target(artifact).runtime]
+
+
+# --- the rows ------------------------------------------------------------------------------
+
+for _spec in (
+    RuntimeSpec("torch", "kobert.runtimes.torch:TorchRuntime", "torch"),
+    RuntimeSpec("onnx", "kobert.runtimes.onnx:OnnxRuntime", "onnx"),
+    RuntimeSpec("tf", "kobert.runtimes.tensorflow:TensorFlowRuntime", "tensorflow"),
+    RuntimeSpec("mxnet", "kobert.runtimes.mxnet:MXNetRuntime", "mxnet"),
+    RuntimeSpec("tflite", "kobert.runtimes.tflite:TFLiteRuntime", "tensorflow"),
+):
+    register_runtime(_spec)
+
+for _target in (
+    Target("onnx", "kobert.exporters.onnx", "onnx", default=True, bench_label="onnxruntime fp32",
+           summary="torch.onnx (dynamo), opset 18, dynamic batch and length"),
+    Target("tf", "kobert.exporters.tensorflow", "tf", default=True, bench_label="tensorflow",
+           summary="native TensorFlow 2 BERT, SavedModel serving_default"),
+    Target("tf2onnx", "kobert.exporters.tf2onnx", "onnx", built_from="tf", default=True,
+           summary="the SavedModel converted by tf2onnx (opset 17), a cross-check ONNX"),
+    Target("mxnet", "kobert.exporters.mxnet", "mxnet", default=True, bench_label="mxnet (worker IPC)",
+           summary="Gluon HybridBlock BERT, symbol.json + params (MXNet 1.9.1)"),
+    Target("onnx-optimized", "kobert.exporters.onnx_tiers:optimized", "onnx", gate="fp32-fused",
+           built_from="onnx", bench_label="onnxruntime optimized",
+           summary="ONNX Runtime transformer fusions, exact GELU"),
+    Target("onnx-fp16", "kobert.exporters.onnx_tiers:fp16", "onnx", gate="fp16", built_from="onnx",
+           bench_label="onnxruntime fp16", summary="fused graph in float16, float32 outputs"),
+    Target("onnx-int8", "kobert.exporters.onnx_tiers:int8", "onnx", gate="int8", built_from="onnx",
+           bench_label="onnxruntime int8", summary="dynamic int8 quantization, per-channel weights"),
+    Target("tflite", "kobert.exporters.tflite:fp32", "tflite", built_from="tf", bench_label="tflite fp32",
+           summary="TensorFlow Lite, float32"),
+    Target("tflite-int8", "kobert.exporters.tflite:int8", "tflite", gate="int8", built_from="tf",
+           bench_label="tflite int8", summary="TensorFlow Lite, dynamic-range int8 weights"),
+):
+    register_target(_target)
