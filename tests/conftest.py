@@ -62,3 +62,42 @@ def small_tokenizer_dir(tmp_path_factory, generated_corpus) -> Path:
     from kobert.tokenizer_train import train_tokenizer
 
     return train_tokenizer([generated_corpus], tmp_path_factory.mktemp("small_tok"), vocab_size=600, seed=0)
+
+
+# ---------------------------------------------------------------------------
+# Registry fixtures (owner: architecture; tests/test_registry.py, tests/test_bench.py)
+# ---------------------------------------------------------------------------
+
+
+class CopiedOnnx:
+    """A throwaway target: the fp32 ONNX file copied under another name, opened by the onnx runtime."""
+
+    name = "throwaway-onnx"
+
+    def export(self, weights, export_dir):
+        import shutil
+
+        from kobert.exporters import ExportedArtifact
+        from kobert.config import INPUTS
+
+        target = Path(export_dir) / self.name / "model.onnx"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(export_dir) / "onnx" / "model.onnx", target)
+        return ExportedArtifact(self.name, [f"{self.name}/model.onnx"],
+                                [{"name": n, "dtype": d} for n, d in INPUTS],
+                                list(weights.config.output_names), "copy")
+
+
+copied_onnx = CopiedOnnx()
+
+
+@pytest.fixture
+def throwaway_target():
+    """A target registered through the registry alone (one row), removed afterwards."""
+    from kobert import registry
+
+    target = registry.register_target(registry.Target(
+        CopiedOnnx.name, "conftest:copied_onnx", "onnx", built_from="onnx", bench_label="throwaway copy",
+        summary="a test's copy of the fp32 ONNX"))
+    yield target
+    registry.unregister_target(target.name)

@@ -70,5 +70,6 @@ class TFLiteRuntime(Runtime):
 
     def raw_session(self):
         # A runner of its own: it resizes by itself, and must not share the adapter's resized tensors.
-        return self.interpreter_class(model_path=str(self.files[0]), num_threads=os.cpu_count() or 1) \
+        runner = self.interpreter_class(model_path=str(self.files[0]), num_threads=os.cpu_count() or 1) \
             .get_signature_runner(self.entry.get("signature", "serving_default"))
+        return lambda feed: runner(**feed)
