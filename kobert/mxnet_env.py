@@ -150,7 +150,8 @@ def mxnet_sources_dir() -> Path:
     """
     global _sources_dir
     with _sources_lock:
-        if _sources_dir is None:
+        # Made again if something (a /tmp cleaner, in a long-lived process) removed it.
+        if _sources_dir is None or not (_sources_dir / "kobert" / "__init__.py").is_file():
             directory = Path(tempfile.mkdtemp(prefix="kobert-mxnet-sources-"))
             atexit.register(shutil.rmtree, directory, ignore_errors=True)
             _copy_mxnet_side_sources(directory)

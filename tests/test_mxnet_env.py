@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -221,3 +222,10 @@ def test_mxnet_interpreter_imports_numpy_below_2_and_only_the_private_kobert(tmp
     assert Path(probe["kobert"]).parent.parent == mxnet_env.mxnet_sources_dir()
     assert MAIN_SITE_PACKAGES not in probe["path"]
     assert not {"torch", "transformers", "tensorflow", "onnx"} & set(probe["modules"])
+
+
+def test_sources_are_made_again_if_removed():
+    first = mxnet_env.mxnet_sources_dir()
+    shutil.rmtree(first)
+    again = mxnet_env.mxnet_sources_dir()
+    assert again != first and (again / "kobert" / "runtimes" / "mxnet_worker.py").is_file()
