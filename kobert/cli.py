@@ -177,6 +177,14 @@ def cmd_eval_nsmc(args) -> int:
     return 0 if worst >= args.min_agreement else 1
 
 
+def cmd_setup_mxnet(args) -> int:
+    from kobert.mxnet_env import ENV_VAR, setup_user_venv
+
+    python = setup_user_venv(base_python=args.python)
+    print(f"MXNet interpreter ready: {python} (kobert finds it there; {ENV_VAR} overrides it)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from kobert import registry
 
@@ -261,6 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_noise_options(e)
     e.add_argument("--min-agreement", type=float, default=0.999, help="exit 1 below this agreement with torch")
     e.set_defaults(func=cmd_eval_nsmc)
+
+    p = commands.add_parser("setup-mxnet", help="create the per-user MXNet venv (mxnet 1.9.1, numpy<2) that the mxnet target runs in")
+    p.add_argument("--python", default=None, metavar="PATH", help="base interpreter for the venv (default: this one)")
+    p.set_defaults(func=cmd_setup_mxnet)
 
     p = commands.add_parser("demo", help="the main job: export the shipped default everywhere and compare runtimes")
     p.add_argument("--out", default="artifacts/default")

@@ -18,7 +18,8 @@ import pytest
 
 from kobert.canonical import CanonicalWeights
 from kobert.config import preset
-from kobert.mxnet_env import REPO_ROOT, ENV_VAR, MXNetNotFoundError, find_mxnet_python, mxnet_python, mxnet_subprocess_env
+from kobert.canonical import weight_table
+from kobert.mxnet_env import PACKAGE_DIR, find_mxnet_python, mxnet_subprocess_env
 
 MXNET_PYTHON = find_mxnet_python()
 pytestmark = pytest.mark.skipif(
@@ -280,10 +281,12 @@ def test_runtime_in_process_where_mxnet_imports(exported, tmp_path):
     inputs = CASES["batch3-padded"]
     np.savez(tmp_path / "inputs.npz", **inputs)
     (tmp_path / "in_process.py").write_text(IN_PROCESS)
+    # kobert installed where mxnet imports: the whole package (this checkout) on the MXNet interpreter's path.
+    env = dict(plain_env(), PYTHONPATH=str(PACKAGE_DIR.parent))
     proc = subprocess.run(
-        [MXNET_PYTHON, str(tmp_path / "in_process.py"), str(exported["dir"]), str(tmp_path / "inputs.npz"),
+        [MXNET_PYTHON, "-s", str(tmp_path / "in_process.py"), str(exported["dir"]), str(tmp_path / "inputs.npz"),
          str(tmp_path / "outputs.npz")],
-        cwd=tmp_path, env=mxnet_subprocess_env(), capture_output=True, text=True, timeout=300,
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     worker = exported["runtime"].run(**inputs)
@@ -340,24 +343,56 @@ def test_runtime_reports_a_broken_artifact(exported, tmp_path):
 def test_export_reports_worker_failure(tmp_path):
     cfg = preset("tiny")
     weights = canonical_weights(reference_model(cfg, seed=4), cfg)
-    del weights.tensors["layer.1.ffn.down.bias"]  # the worker's CanonicalWeights build must name it
-    with pytest.raises(mxnet_exporter.MXNetExportError, match="layer"):
+    del weights.tensors["layer.1.ffn.down.bias"]  # the Gluon build must name it
+    with pytest.raises(mxnet_exporter.MXNetExportError, match=r"absent: \['layer\.1\.ffn\.down\.bias'\]"):
         mxnet_exporter.export(weights, tmp_path)
 
 
-def test_mxnet_python_lookup(monkeypatch, tmp_path):
-    monkeypatch.setenv(ENV_VAR, str(tmp_path / "missing-python"))
-    with pytest.raises(MXNetNotFoundError, match=ENV_VAR):
-        mxnet_python()
-    monkeypatch.setenv(ENV_VAR, MXNET_PYTHON)
-    assert mxnet_python() == MXNET_PYTHON
-    env = mxnet_subprocess_env({"PYTHONPATH": "/elsewhere"})
-    assert env["PYTHONPATH"].split(os.pathsep) == [str(REPO_ROOT), "/elsewhere"]
-
-
 def test_exporter_imports_no_mxnet():
-    code = "import sys, kobert.exporters.mxnet, kobert.runtimes.mxnet, kobert.mxnet_env; assert 'mxnet' not in sys.modules"
+    code = ("import sys, kobert, kobert.exporters.mxnet, kobert.runtimes.mxnet, kobert.mxnet_env; "
+            "assert 'mxnet' not in sys.modules and 'kobert.exporters.mxnet_gluon' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+# --- the Gluon parameters are the canonical tensors ----------------------------------
+
+GLUON_NAMES = textwrap.dedent("""
+    import json, sys
+    from kobert.canonical import CanonicalWeights
+    from kobert.exporters import mxnet_gluon
+    weights = CanonicalWeights.load(sys.argv[1])
+    table = mxnet_gluon.gluon_weight_table(weights.config)
+    # A Gluon model whose parameters drift from the table is refused at build time, naming both sides.
+    mxnet_gluon.GLUON_LEAVES["gamma"] = "scale"
+    try:
+        mxnet_gluon.build_gluon_model(weights)
+        drift = None
+    except RuntimeError as error:
+        drift = str(error)
+    print(json.dumps({"table": table, "drift": drift}))
+""")
+
+
+def test_gluon_parameter_names_are_the_canonical_names(exported, tmp_path):
+    cfg, export_dir = exported["cfg"], exported["dir"]
+    canonical_weights(exported["model"], cfg).save(tmp_path / "canonical")
+    env = mxnet_subprocess_env()
+    proc = subprocess.run([MXNET_PYTHON, "-s", "-c", GLUON_NAMES, str(tmp_path / "canonical")],
+                          env=env, cwd=env["PYTHONPATH"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.splitlines()[-1])
+    table = {name: tuple(row) for name, row in result["table"].items()}
+    # One Gluon parameter per canonical tensor, transposed exactly where the canonical table says.
+    assert sorted(table.values()) == sorted((canonical, transpose) for canonical, _, _, transpose in weight_table(cfg))
+    assert table["kobert_layer_0_attention_query_weight"] == ("layer.0.attention.query.kernel", True)
+    assert table["kobert_embeddings_token_type_weight"] == ("embeddings.token_type", False)
+    assert table["kobert_layer_1_ffn_norm_gamma"] == ("layer.1.ffn.norm.gamma", False)
+    # ...and they are the exported symbol's parameters, inputs aside.
+    symbol = json.loads((export_dir / "mxnet" / "kobert-symbol.json").read_text())
+    variables = {node["name"] for node in symbol["nodes"] if node["op"] == "null"}
+    assert variables - set(INPUT_NAMES) == set(table)
+    assert "missing ['kobert_embeddings_norm_scale'" in result["drift"]
+    assert "unexpected ['kobert_embeddings_norm_gamma'" in result["drift"]
 
 
 # --- KoBERT-base scale ---------------------------------------------------------------

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kobert.mxnet_env import mxnet_in_process, mxnet_python, mxnet_subprocess_env
+from kobert.mxnet_env import mxnet_in_process, mxnet_module_command
 from kobert.runtimes import mxnet_worker
 from kobert.runtimes.base import Runtime
 
@@ -57,12 +57,13 @@ class MXNetWorker:
     """One persistent MXNet interpreter serving one model over stdin/stdout."""
 
     def __init__(self, symbol_file: Path, params_file: Path, input_names: list[str]):
-        self.python = mxnet_python()
+        # Absolute paths: the worker runs in its own directory (see kobert.mxnet_env).
+        command = mxnet_module_command("kobert.runtimes.mxnet_worker", Path(symbol_file).resolve(),
+                                       Path(params_file).resolve(), json.dumps(list(input_names)))
+        self.python = command.argv[0]
         self._stderr = tempfile.TemporaryFile()
-        command = [self.python, "-m", "kobert.runtimes.mxnet_worker", str(symbol_file), str(params_file),
-                   json.dumps(list(input_names))]
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=self._stderr, env=mxnet_subprocess_env())
+        self.process = subprocess.Popen(command.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=self._stderr, env=command.env, cwd=command.cwd)
         self._lock = threading.Lock()
         self.last_forward_seconds: float | None = None
         # Ends the worker when this object is collected, closed, or at interpreter exit.
