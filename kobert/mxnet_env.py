@@ -23,8 +23,8 @@ from that directory (`-m` puts the working directory first on sys.path).
 
 from __future__ import annotations
 
-import atexit
 import functools
+import hashlib
 import importlib.util
 import os
 import shutil
@@ -143,18 +143,31 @@ def _copy_mxnet_side_sources(destination: Path) -> None:
 
 
 def mxnet_sources_dir() -> Path:
-    """A private directory holding `kobert/` with only `MXNET_SIDE_SOURCES`; made once per process.
+    """A private directory holding `kobert/` with only `MXNET_SIDE_SOURCES`.
 
     A copy, not the installed package's parent: for an installed kobert that
-    parent is the main environment's site-packages, numpy 2 included.
+    parent is the main environment's site-packages, numpy 2 included. It lives in
+    the user's cache under the hash of its contents, written once (atomically, by
+    rename) and shared by every process of this kobert version, so a killed
+    process leaves nothing behind.
     """
     global _sources_dir
     with _sources_lock:
-        # Made again if something (a /tmp cleaner, in a long-lived process) removed it.
+        # Made again if something (a cache cleaner, in a long-lived process) removed it.
         if _sources_dir is None or not (_sources_dir / "kobert" / "__init__.py").is_file():
-            directory = Path(tempfile.mkdtemp(prefix="kobert-mxnet-sources-"))
-            atexit.register(shutil.rmtree, directory, ignore_errors=True)
-            _copy_mxnet_side_sources(directory)
+            digest = hashlib.sha256()
+            for relative in MXNET_SIDE_SOURCES:
+                digest.update(relative.encode() + b"\0" + (PACKAGE_DIR / relative).read_bytes())
+            cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kobert"
+            directory = cache / f"mxnet-sources-{digest.hexdigest()[:16]}"
+            if not (directory / "kobert" / "__init__.py").is_file():
+                cache.mkdir(parents=True, exist_ok=True)
+                staging = Path(tempfile.mkdtemp(prefix=".mxnet-sources-", dir=cache))
+                _copy_mxnet_side_sources(staging)
+                try:
+                    staging.rename(directory)
+                except OSError:  # another process won the race: its copy is identical
+                    shutil.rmtree(staging, ignore_errors=True)
             _sources_dir = directory
         return _sources_dir
 

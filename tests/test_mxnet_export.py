@@ -90,8 +90,11 @@ def reference_outputs(model, cfg, inputs: dict[str, np.ndarray]) -> dict[str, np
 
 
 def export_with_manifest(weights: CanonicalWeights, export_dir):
+    from kobert.export import sha256_tree
+
     artifact = mxnet_exporter.export(weights, export_dir)
-    manifest = {"config": weights.config.to_hf_dict(), "tokenizer": None, "artifacts": {"mxnet": artifact.manifest_entry()}}
+    entry = {**artifact.manifest_entry(), "sha256": {k: v for f in artifact.files for k, v in sha256_tree(export_dir, f).items()}}
+    manifest = {"config": weights.config.to_hf_dict(), "tokenizer": None, "artifacts": {"mxnet": entry}}
     (export_dir / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return artifact
 
@@ -337,6 +340,8 @@ def test_runtime_reports_a_broken_artifact(exported, tmp_path):
     (broken / "mxnet" / "kobert-symbol.json").write_text((exported["dir"] / "mxnet" / "kobert-symbol.json").read_text())
     (broken / "mxnet" / "kobert-0000.params").write_bytes(b"not a params file")
     with pytest.raises(RuntimeError, match="kobert-symbol.json"):
+        MXNetRuntime(broken, verify=False)  # past the sha256 check, to the framework's own error
+    with pytest.raises(ValueError, match="kobert-0000.params: sha256 differs"):
         MXNetRuntime(broken)
 
 

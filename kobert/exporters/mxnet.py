@@ -31,7 +31,8 @@ def export(weights: CanonicalWeights, export_dir: Path) -> ExportedArtifact:
     """Write `export_dir/mxnet/kobert-symbol.json` and `kobert-0000.params` via the MXNet interpreter."""
     out_dir = (Path(export_dir) / ARTIFACT_NAME).resolve()  # the subprocess runs elsewhere
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="kobert-mxnet-export-") as canonical_dir:
+    # Inside the export's own (staging) folder: an interrupted export leaves nothing in /tmp.
+    with tempfile.TemporaryDirectory(prefix="canonical-", dir=out_dir.parent) as canonical_dir:
         weights.save(canonical_dir)
         command = mxnet_module_command(GLUON_MODULE, canonical_dir, out_dir)
         proc = subprocess.run(command.argv, env=command.env, cwd=command.cwd, capture_output=True, text=True)
