@@ -148,6 +148,17 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_package(args) -> int:
+    from kobert import registry
+
+    spec = registry.PACKAGES[args.package]
+    options = {flag.lstrip("-").replace("-", "_"): getattr(args, flag.lstrip("-").replace("-", "_"))
+               for flag, *_ in spec.options}
+    out = spec.load_builder()(Path(args.dir), Path(args.out), **options)
+    print(f"wrote {spec.name} package to {out}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from kobert.demo import run_demo
 
@@ -253,6 +264,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("texts", nargs="*", metavar="TEXT", help="texts; put them after -- if one starts with '-'")
     add_noise_options(p)
     p.set_defaults(func=cmd_run)
+
+    p = commands.add_parser("package", help="deployable packages built from an export (serving archives, web pages)")
+    packages = p.add_subparsers(dest="package", required=True)
+    for spec in registry.PACKAGES.values():
+        q = packages.add_parser(spec.name, help=spec.summary)
+        q.add_argument("dir", help=f"an export directory with the {spec.needs!r} artifact")
+        q.add_argument("--out", required=True)
+        for flag, kind, default, text in spec.options:
+            q.add_argument(flag, type=kind, default=default, help=text)
+        add_noise_options(q)
+        q.set_defaults(func=cmd_package)
 
     p = commands.add_parser("bench", help="runtime latency/throughput vs torch eager, export time, size, memory; printed tables")
     p.add_argument("--quick", action="store_true", help="tiny preset, few repeats (CI time)")

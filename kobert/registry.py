@@ -7,6 +7,9 @@ The CLI's choices, the export's build order, parity, `kobert eval`, `kobert
 bench` and the parity tests all read these two tables; nothing else lists
 artifacts.
 
+`PackageSpec` rows are the deployable packages built from an export (an MMS
+archive, a static web page): `kobert package <name>` reads them.
+
 To add a framework: write `kobert/exporters/<name>.py` (a module or object with
 `export(weights, export_dir) -> ExportedArtifact`), `kobert/runtimes/<name>.py`
 (a `Runtime` subclass), then add one `RuntimeSpec` and one `Target` below.
@@ -55,8 +58,25 @@ class Target:
         return getattr(found, attribute) if attribute else found
 
 
+@dataclass(frozen=True)
+class PackageSpec:
+    """A deployable package built from an existing export: `kobert package <name> DIR --out OUT`."""
+
+    name: str
+    builder: str  # "module:function", called as function(export_dir: Path, out: Path, **options) -> Path
+    needs: str  # the manifest artifact it packages
+    summary: str = ""
+    # extra CLI options: (flag, type, default, help); passed to the builder by their dest name
+    options: tuple[tuple[str, type, object, str], ...] = ()
+
+    def load_builder(self):
+        module, _, function = self.builder.partition(":")
+        return getattr(importlib.import_module(module), function)
+
+
 RUNTIMES: dict[str, RuntimeSpec] = {}
 TARGETS: dict[str, Target] = {}
+PACKAGES: dict[str, PackageSpec] = {}
 # The torch runtime opens the manifest's "reference" checkpoint: the judge, not an artifact.
 REFERENCE = "reference"
 
@@ -74,6 +94,11 @@ def register_target(target: Target) -> Target:
         raise ValueError(f"target {target.name!r}: built from unknown target {target.built_from!r}")
     TARGETS[target.name] = target
     return target
+
+
+def register_package(spec: PackageSpec) -> PackageSpec:
+    PACKAGES[spec.name] = spec
+    return spec
 
 
 def unregister_target(name: str) -> None:
