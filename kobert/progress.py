@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import sys
 import time
+from contextlib import contextmanager
 
-_state = {"quiet": False}
+_state = {"quiet": False, "verbose": True}  # library use keeps every log; the CLI quiets them
 
 
 def set_quiet(quiet: bool) -> None:
@@ -45,7 +46,10 @@ class Counter:
 
 def quiet_frameworks() -> None:
     """Silence TensorFlow's C++ and absl start-up logging (set before TensorFlow is imported)."""
+    _state["verbose"] = False
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # TensorFlow prints its oneDNN notice only when this is unset; "1" is its default (oneDNN on).
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
     try:
         import absl.logging
@@ -53,3 +57,33 @@ def quiet_frameworks() -> None:
         absl.logging.set_verbosity(absl.logging.ERROR)
     except ImportError:
         pass
+
+
+@contextmanager
+def native_stderr_quieted():
+    """Send C++ start-up logging (fd 2) to /dev/null for a moment, unless --verbose.
+
+    TensorFlow 2.21 logs its oneDNN notice through absl before logging is set up,
+    and TFLite announces its XNNPACK delegate; no environment variable stops
+    either. Python exceptions are unaffected: they are raised, not printed.
+    """
+    if _state["verbose"]:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def import_tensorflow():
+    """`import tensorflow`, without its start-up noise unless --verbose."""
+    with native_stderr_quieted():
+        import tensorflow
+
+    return tensorflow

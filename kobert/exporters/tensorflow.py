@@ -22,11 +22,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import tensorflow as tf
-
 from kobert.canonical import CanonicalWeights
 from kobert.config import INPUT_NAMES, KoBertConfig
 from kobert.exporters import ExportedArtifact
+from kobert.progress import import_tensorflow
+
+tf = import_tensorflow()
 
 INPUT_DTYPE = tf.int64
 SIGNATURE = "serving_default"

@@ -20,11 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
 from kobert.canonical import CanonicalWeights
 from kobert.config import INPUT_NAMES, INPUTS
 from kobert.exporters import ExportedArtifact
+from kobert.progress import import_tensorflow
+
+tf = import_tensorflow()
 
 SIGNATURE = "serving_default"
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
 from kobert.runtimes.base import Runtime
+from kobert.progress import import_tensorflow
+
+tf = import_tensorflow()
 
 
 class TensorFlowRuntime(Runtime):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kobert.progress import native_stderr_quieted
 from kobert.runtimes.base import Runtime
 
 
@@ -24,9 +25,9 @@ def interpreter_class():
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
-        import tensorflow as tf
+        from kobert.progress import import_tensorflow
 
-        Interpreter = tf.lite.Interpreter
+        Interpreter = import_tensorflow().lite.Interpreter
     return Interpreter
 
 
@@ -37,7 +38,8 @@ class TFLiteRuntime(Runtime):
     def _open(self, files: list[Path]) -> None:
         self.interpreter_class = interpreter_class()
         self.files = files
-        self.interpreter = self.interpreter_class(model_path=str(files[0]), num_threads=os.cpu_count() or 1)
+        with native_stderr_quieted():  # TFLite announces its XNNPACK delegate on stderr
+            self.interpreter = self.interpreter_class(model_path=str(files[0]), num_threads=os.cpu_count() or 1)
         runner = self.interpreter.get_signature_runner(self.entry.get("signature", "serving_default"))
         self.input_index = {name: d["index"] for name, d in runner.get_input_details().items()}
         self.output_index = {name: d["index"] for name, d in runner.get_output_details().items()}
@@ -61,7 +63,8 @@ class TFLiteRuntime(Runtime):
         if shape != self._shape:
             for index in self.input_index.values():
                 self.interpreter.resize_tensor_input(index, list(shape), strict=True)
-            self.interpreter.allocate_tensors()
+            with native_stderr_quieted():  # the XNNPACK delegate is made (and announced) here
+                self.interpreter.allocate_tensors()
             self._shape = shape
         for name, index in self.input_index.items():
             self.interpreter.set_tensor(index, np.ascontiguousarray(inputs[name], dtype=self.input_dtypes[name]))
