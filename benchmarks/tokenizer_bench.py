@@ -14,7 +14,6 @@ use tokenizers' thread pool).
 """
 
 import argparse
-import csv
 import os
 import sys
 from pathlib import Path
@@ -28,12 +27,11 @@ SHARED = Path(os.environ.get("KOBERT_SHARED_DATA", REPO.parent / "shared" / "dat
 
 
 def load_documents():
+    from kobert.datasets import read_nsmc
+
     nsmc = SHARED / "nsmc" / "ratings_test.txt"
     if nsmc.is_file():
-        with open(nsmc, newline="", encoding="utf-8") as handle:
-            rows = csv.reader(handle, delimiter="\t")
-            next(rows)
-            return "NSMC test", [row[1] for row in rows]
+        return "NSMC test", read_nsmc(nsmc).texts
     sys.path.insert(0, str(REPO / "tests"))
     from conftest import generate_korean_documents
 

@@ -127,6 +127,15 @@ def run_rows(runtime, texts: Iterable[str], output: str, pooling: str, batch_siz
             yield {"text": text, "logits": {name: outputs[name].tolist() for name in head_outputs}}
 
 
+# JSON leaves these unescaped, but `str.splitlines` (and many line readers) break lines on them.
+_LINE_BREAKERS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def json_line(row: dict) -> str:
+    """One JSON object on exactly one line, whatever the text holds."""
+    return json.dumps(row, ensure_ascii=False).translate(_LINE_BREAKERS) + "\n"
+
+
 def cmd_run(args) -> int:
     from kobert import runtimes
     from kobert.progress import Counter
@@ -136,7 +145,7 @@ def cmd_run(args) -> int:
     with runtimes.load(args.dir, runtime=args.runtime, artifact=args.artifact, verify=not args.no_verify) as runtime:
         written = 0
         for row in run_rows(runtime, texts, args.output, args.pooling, args.batch_size):
-            sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+            sys.stdout.write(json_line(row))
             written += 1
             if counter is not None:
                 counter.add()

@@ -268,8 +268,11 @@ def _process_alive(pid: int) -> bool:
 @contextmanager
 def _staging_folder(out: Path):
     """A marked hidden folder beside `out`, removed on any failure, SIGTERM or Ctrl-C included."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    except OSError as e:
+        raise ExportError(f"{out.parent}: cannot create the export there ({e.strerror or e})") from None
     (staging / STAGING_MARKER).write_text(str(os.getpid()))
     previous_handler = _exit_on_sigterm()
     try:
