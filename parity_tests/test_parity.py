@@ -12,13 +12,15 @@ import pytest
 import torch
 import transformers
 
-from kobert import runtimes
+from kobert import registry, runtimes
 from kobert.checkpoint import init_checkpoint
 from kobert.config import KoBertConfig, preset
 from kobert.export import export
 from kobert.parity import golden_cases
 
-RUNS = [("onnx", "onnx"), ("onnx", "tf2onnx"), ("tf", "tf"), ("mxnet", "mxnet"), ("torch", None)]
+# Read from the registry: every fp32 artifact (the lossy tiers have their own tests), then the torch reference.
+FP32_RUNS = [(t.runtime, name) for name, t in registry.TARGETS.items() if t.gate == "fp32"] + [("torch", None)]
+RUNS = [(runtime, artifact) for runtime, artifact in FP32_RUNS if artifact is None or registry.TARGETS[artifact].default]
 TOLERANCE = 1e-4
 AUTO = {"none": transformers.AutoModel, "sequence_classification": transformers.AutoModelForSequenceClassification,
         "token_classification": transformers.AutoModelForTokenClassification,
@@ -52,8 +54,8 @@ def assert_close(got, want, mask, where):
         assert error <= TOLERANCE, f"{where}.{name}: max-abs {error:.2e}"
 
 
-def export_and_compare(checkpoint, out, tokenizer=None):
-    result = export(checkpoint, out, tokenizer=tokenizer)
+def export_and_compare(checkpoint, out, tokenizer=None, targets=None):
+    result = export(checkpoint, out, tokenizer=tokenizer, targets=targets)
     assert result.report.passed, result.report.table()
     return result
 
@@ -62,7 +64,8 @@ def export_and_compare(checkpoint, out, tokenizer=None):
 def tiny_export(tmp_path_factory, default_tokenizer_dir):
     root = tmp_path_factory.mktemp("tiny")
     checkpoint = init_checkpoint(preset("tiny").with_head("sequence_classification", 3), root / "ck", seed=21)
-    return checkpoint, export_and_compare(checkpoint, root / "export", tokenizer=default_tokenizer_dir)
+    targets = [artifact for _, artifact in FP32_RUNS if artifact]
+    return checkpoint, export_and_compare(checkpoint, root / "export", tokenizer=default_tokenizer_dir, targets=targets)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +76,7 @@ def default_tokenizer_dir():
     return path if (path / "tokenizer.json").is_file() else None
 
 
-@pytest.mark.parametrize("runtime,artifact", RUNS, ids=[a or r for r, a in RUNS])
+@pytest.mark.parametrize("runtime,artifact", FP32_RUNS, ids=[a or r for r, a in FP32_RUNS])
 def test_every_runtime_matches_transformers_on_every_golden_case(tiny_export, runtime, artifact, default_tokenizer_dir):
     checkpoint, result = tiny_export
     tokenizer = None
@@ -90,7 +93,7 @@ def test_every_runtime_matches_transformers_on_every_golden_case(tiny_export, ru
             assert_close(got, want, case.attention_mask, f"{artifact or runtime}/{case.name}")
 
 
-@pytest.mark.parametrize("runtime,artifact", RUNS, ids=[a or r for r, a in RUNS])
+@pytest.mark.parametrize("runtime,artifact", FP32_RUNS, ids=[a or r for r, a in FP32_RUNS])
 def test_reload_at_a_new_length_with_int32_inputs(tiny_export, runtime, artifact):
     """Save -> reload -> re-validate at a sequence length no golden case or export example used."""
     checkpoint, result = tiny_export
@@ -114,7 +117,7 @@ def test_embed_and_logits_agree_across_runtimes(tiny_export, default_tokenizer_d
     texts = ["한국어 모델을 공유합니다.", "이 영화 정말 재밌어요 ㅋㅋㅋ", "별로"]
     with runtimes.load(result.out, runtime="torch") as rt:
         want_cls, want_mean, want_logits = rt.embed(texts), rt.embed(texts, pooling="mean"), rt.logits(texts)
-    for runtime, artifact in RUNS[:-1]:
+    for runtime, artifact in FP32_RUNS[:-1]:
         with runtimes.load(result.out, runtime=runtime, artifact=artifact) as rt:
             assert np.abs(rt.embed(texts) - want_cls).max() < TOLERANCE
             assert np.abs(rt.embed(texts, pooling="mean") - want_mean).max() < TOLERANCE
@@ -162,3 +165,42 @@ def test_kobert_base_scale_parity(tmp_path):
     for name, parity in result.report.artifacts.items():
         for output, stats in parity.outputs.items():
             assert stats.max_abs <= TOLERANCE, f"{name}.{output}"
+
+
+OUT_OF_RANGE = [
+    ("input_ids", 8002, "input_ids: value 8002 at [0, 2] is outside [0, 8002) of the vocabulary"),
+    ("input_ids", -1, "input_ids: value -1 at [0, 2] is outside [0, 8002) of the vocabulary"),
+    ("token_type_ids", 2, "token_type_ids: value 2 at [0, 2] is outside [0, 2) of the token types"),
+    ("attention_mask", 3, "attention_mask: value 3 at [0, 2] is outside [0, 2) of a mask (0 or 1)"),
+]
+
+
+@pytest.mark.parametrize("runtime,artifact", FP32_RUNS, ids=[a or r for r, a in FP32_RUNS])
+def test_out_of_range_inputs_raise_the_same_error_in_every_runtime(tiny_export, runtime, artifact):
+    """MXNet would clamp ids, ONNX Runtime wrap -1, torch and TF raise their own errors: all refuse alike here."""
+    _, result = tiny_export
+    with runtimes.load(result.out, runtime=runtime, artifact=artifact) as rt:
+        for name, value, message in OUT_OF_RANGE:
+            inputs = {"input_ids": np.full((1, 4), 7), "attention_mask": np.ones((1, 4), int),
+                      "token_type_ids": np.zeros((1, 4), int)}
+            inputs[name][0, 2] = value
+            with pytest.raises(ValueError) as error:
+                rt.run(**inputs)
+            assert str(error.value) == message
+
+
+@pytest.mark.parametrize("runtime,artifact", FP32_RUNS, ids=[a or r for r, a in FP32_RUNS])
+def test_a_fresh_runtime_serves_8_threads_at_once(tiny_export, runtime, artifact, default_tokenizer_dir):
+    """The first calls race to build the tokenizer: each thread must get the serial answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if default_tokenizer_dir is None:
+        pytest.skip("no shipped tokenizer in this checkout")
+    _, result = tiny_export
+    texts = [[f"스레드 {i}번의 문장입니다", "한국어 모델"] for i in range(8)]
+    with runtimes.load(result.out, runtime=runtime, artifact=artifact) as rt:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            got = list(pool.map(lambda t: rt.embed(t, pooling="mean"), texts))
+        want = [rt.embed(t, pooling="mean") for t in texts]
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, atol=1e-5)
