@@ -9,39 +9,18 @@ import json
 
 import numpy as np
 import pytest
-import torch
-import transformers
 
 from kobert import registry, runtimes
 from kobert.checkpoint import init_checkpoint
 from kobert.config import KoBertConfig, preset
 from kobert.export import export
 from kobert.parity import golden_cases
+from transformers_reference import checkpoint_outputs as transformers_outputs  # the shared independent reference
 
 # Read from the registry: every fp32 artifact (the lossy tiers have their own tests), then the torch reference.
 FP32_RUNS = [(t.runtime, name) for name, t in registry.TARGETS.items() if t.gate == "fp32"] + [("torch", None)]
 RUNS = [(runtime, artifact) for runtime, artifact in FP32_RUNS if artifact is None or registry.TARGETS[artifact].default]
 TOLERANCE = 1e-4
-AUTO = {"none": transformers.AutoModel, "sequence_classification": transformers.AutoModelForSequenceClassification,
-        "token_classification": transformers.AutoModelForTokenClassification,
-        "question_answering": transformers.AutoModelForQuestionAnswering}
-
-
-def transformers_outputs(checkpoint, head, inputs):
-    model = AUTO[head].from_pretrained(checkpoint, attn_implementation="eager").eval()
-    t = {k: torch.from_numpy(np.asarray(v, dtype=np.int64)) for k, v in inputs.items()}
-    with torch.no_grad():
-        encoder = model if head == "none" else model.bert
-        encoded = encoder(**t)
-        out = {"last_hidden_state": encoded.last_hidden_state.numpy()}
-        if encoded.pooler_output is not None:
-            out["pooler_output"] = encoded.pooler_output.numpy()
-        if head != "none":
-            full = model(**t)
-            for name in ("logits", "start_logits", "end_logits"):
-                if getattr(full, name, None) is not None:
-                    out[name] = getattr(full, name).numpy()
-    return out
 
 
 def assert_close(got, want, mask, where):
@@ -89,7 +68,7 @@ def test_every_runtime_matches_transformers_on_every_golden_case(tiny_export, ru
     with runtimes.load(result.out, runtime=runtime, artifact=artifact) as rt:
         for case in cases:
             got = rt.run(**case.inputs())
-            want = transformers_outputs(checkpoint, "sequence_classification", case.inputs())
+            want = transformers_outputs(checkpoint, case.inputs())
             assert_close(got, want, case.attention_mask, f"{artifact or runtime}/{case.name}")
 
 
@@ -106,7 +85,7 @@ def test_reload_at_a_new_length_with_int32_inputs(tiny_export, runtime, artifact
     types[1, 40:] = 1
     with runtimes.load(result.out, runtime=runtime, artifact=artifact) as rt:
         got = rt.run(ids, mask, types)
-    want = transformers_outputs(checkpoint, "sequence_classification", {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})
+    want = transformers_outputs(checkpoint, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})
     assert_close(got, want, mask, f"{artifact or runtime}/len77")
 
 
@@ -134,7 +113,7 @@ def test_every_head_exports_with_parity(tmp_path, head, labels):
     names = {a["outputs"][-1] for a in manifest["artifacts"].values()}
     assert names == {{"none": "pooler_output", "question_answering": "end_logits"}.get(head, "logits")}
     case = golden_cases()[3]
-    want = transformers_outputs(checkpoint, head, case.inputs())
+    want = transformers_outputs(checkpoint, case.inputs())
     for runtime, artifact in RUNS:
         with runtimes.load(result.out, runtime=runtime, artifact=artifact) as rt:
             assert_close(rt.run(**case.inputs()), want, case.attention_mask, f"{head}/{artifact or runtime}")
@@ -152,7 +131,7 @@ def test_a_shape_the_code_has_never_seen(tmp_path):
     for runtime, artifact in RUNS:
         with runtimes.load(result.out, runtime=runtime, artifact=artifact) as rt:
             for case in cases:
-                want = transformers_outputs(checkpoint, "sequence_classification", case.inputs())
+                want = transformers_outputs(checkpoint, case.inputs())
                 assert_close(rt.run(**case.inputs()), want, case.attention_mask, f"{artifact or runtime}/{case.name}")
 
 

@@ -12,18 +12,17 @@ import numpy as np
 import pytest
 import torch
 import transformers
+import transformers_reference
 
 from kobert.canonical import CanonicalWeights, CheckpointError, weight_table
 from kobert.checkpoint import init_checkpoint, load_checkpoint, summarize
 from kobert.runtimes.torch import build_reference_model
-from kobert.config import KoBertConfig, preset
+from kobert.config import HEAD_SPECS, KoBertConfig, preset
 
 TINY = preset("tiny")
 HEADS = [("none", 0), ("sequence_classification", 2), ("sequence_classification", 3),
          ("token_classification", 5), ("question_answering", 2)]
-AUTO = {"none": transformers.AutoModel, "sequence_classification": transformers.AutoModelForSequenceClassification,
-        "token_classification": transformers.AutoModelForTokenClassification,
-        "question_answering": transformers.AutoModelForQuestionAnswering}
+AUTO = {head: transformers_reference.AUTO_CLASSES[spec.architecture] for head, spec in HEAD_SPECS.items()}
 
 
 @pytest.mark.parametrize("head,labels", HEADS)

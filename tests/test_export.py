@@ -9,7 +9,6 @@ import json
 import numpy as np
 import onnxruntime
 import pytest
-import transformers
 
 import kobert.exporters.onnx as onnx_exporter
 from kobert.canonical import CanonicalWeights, CheckpointError
@@ -45,7 +44,7 @@ def test_manifest_contract(exported):
     assert parity["passed"] is True and parity["artifacts"]["onnx"]["outputs"]["logits"]["max_abs"] <= 1e-4
 
 
-def test_plain_onnxruntime_from_manifest_matches_transformers(exported, checkpoint):
+def test_plain_onnxruntime_from_manifest_matches_transformers(exported, checkpoint, transformers_reference):
     """What an acceptance check does: only manifest.json, plain onnxruntime, transformers as the judge."""
     manifest = json.loads((exported / "manifest.json").read_text())
     entry = manifest["artifacts"]["onnx"]
@@ -58,13 +57,9 @@ def test_plain_onnxruntime_from_manifest_matches_transformers(exported, checkpoi
     types[:, 10:] = 1
     feed = {i["name"]: a.astype(i["dtype"]) for i, a in zip(entry["inputs"], (ids, mask, types))}
     got = dict(zip(entry["outputs"], session.run(entry["outputs"], feed)))
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(checkpoint, attn_implementation="eager").eval()
-    import torch
-
-    with torch.no_grad():
-        t = {k: torch.from_numpy(v) for k, v in zip(("input_ids", "attention_mask", "token_type_ids"), (ids, mask, types))}
-        hidden = model.bert(**t).last_hidden_state.numpy()
-        logits = model(**t).logits.numpy()
+    want = transformers_reference.checkpoint_outputs(checkpoint, {"input_ids": ids, "attention_mask": mask,
+                                                                 "token_type_ids": types})
+    hidden, logits = want["last_hidden_state"], want["logits"]
     valid = mask.astype(bool)
     assert np.abs(got["last_hidden_state"][valid] - hidden[valid]).max() < 1e-4
     assert np.abs(got["logits"] - logits).max() < 1e-4

@@ -74,19 +74,7 @@ def canonical_weights(model, cfg) -> CanonicalWeights:
 
 
 def reference_outputs(model, cfg, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    tensors = {name: torch.from_numpy(np.asarray(inputs[name], dtype=np.int64)) for name in INPUT_NAMES}
-    with torch.no_grad():
-        bert = model if cfg.head == "none" else model.bert
-        encoded = bert(**tensors)
-        out = {"last_hidden_state": encoded.last_hidden_state.numpy()}
-        if cfg.has_pooler:
-            out["pooler_output"] = encoded.pooler_output.numpy()
-        if cfg.head in ("sequence_classification", "token_classification"):
-            out["logits"] = model(**tensors).logits.numpy()
-        elif cfg.head == "question_answering":
-            qa = model(**tensors)
-            out["start_logits"], out["end_logits"] = qa.start_logits.numpy(), qa.end_logits.numpy()
-    return out
+    return transformers_reference.outputs(model, {name: inputs[name] for name in INPUT_NAMES})
 
 
 def export_with_manifest(weights: CanonicalWeights, export_dir):

@@ -27,6 +27,8 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("tf2onnx")
 
+import transformers_reference  # noqa: E402  (the shared independent reference)
+
 from kobert.canonical import CanonicalWeights  # noqa: E402
 from kobert.config import KoBertConfig, preset  # noqa: E402
 from kobert.exporters import tensorflow as tf_exporter  # noqa: E402
@@ -35,12 +37,6 @@ from kobert.exporters import tf2onnx as tf2onnx_exporter  # noqa: E402
 # Agreed parity bound; the measured figures are ~1e-6 (tiny) and ~1e-5 (base).
 ATOL = 1e-4
 
-HEAD_CLASSES = {
-    "none": transformers.AutoModel,
-    "sequence_classification": transformers.AutoModelForSequenceClassification,
-    "token_classification": transformers.AutoModelForTokenClassification,
-    "question_answering": transformers.AutoModelForQuestionAnswering,
-}
 HEADS = [("none", 0), ("sequence_classification", 2), ("sequence_classification", 3),
          ("token_classification", 5), ("question_answering", 2)]
 
@@ -54,19 +50,8 @@ class Reference:
     model: torch.nn.Module  # BertModel or BertFor...
     weights: CanonicalWeights
 
-    @torch.no_grad()
     def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        feeds = {k: torch.from_numpy(v.astype(np.int64)) for k, v in inputs.items()}
-        bert = self.model if self.config.head == "none" else self.model.bert
-        base = bert(**feeds)
-        out = {"last_hidden_state": base.last_hidden_state.numpy()}
-        if self.config.has_pooler:
-            out["pooler_output"] = base.pooler_output.numpy()
-        if self.config.head != "none":
-            head = self.model(**feeds)
-            for name in self.config.output_names:
-                if name not in out:
-                    out[name] = getattr(head, name).numpy()
+        out = transformers_reference.outputs(self.model, inputs)
         assert list(out) == list(self.config.output_names)
         return out
 
@@ -87,7 +72,7 @@ def _redraw(module: torch.nn.Module, generator: torch.Generator) -> None:
 
 def build_reference(config: KoBertConfig, seed: int = 0) -> Reference:
     hf_config = transformers.BertConfig(**config.to_hf_dict())
-    model = HEAD_CLASSES[config.head].from_config(hf_config, attn_implementation="eager").eval()
+    model = transformers_reference.AUTO_CLASSES[config.head_spec.architecture].from_config(hf_config, attn_implementation="eager").eval()
     _redraw(model, torch.Generator().manual_seed(seed))
     prefix = "bert." if config.head == "none" else ""  # canonical names are BertFor...'s
     state = {prefix + k: v.numpy() for k, v in model.state_dict().items()}
@@ -155,8 +140,11 @@ def exported(request, tmp_path_factory):
     tf_artifact = tf_exporter.export(reference.weights, export_dir)
     onnx_artifact = tf2onnx_exporter.export(reference.weights, export_dir)
     # The minimum of a manifest the runtimes read (the full one is the export driver's).
-    manifest = {"config": config.to_hf_dict(),
-                "artifacts": {a.name: a.manifest_entry() for a in (tf_artifact, onnx_artifact)}}
+    from kobert.export import sha256_tree
+
+    entries = {a.name: {**a.manifest_entry(), "sha256": {k: v for f in a.files for k, v in sha256_tree(export_dir, f).items()}}
+               for a in (tf_artifact, onnx_artifact)}
+    manifest = {"config": config.to_hf_dict(), "artifacts": entries}
     (export_dir / "manifest.json").write_text(json.dumps(manifest))
     return Exported(reference, export_dir, tf_artifact, onnx_artifact)
 
