@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import shutil
+import subprocess
 import threading
 import zipfile
 from pathlib import Path
@@ -38,16 +40,28 @@ TEXTS = [
 ]
 HANDLER_IMPORTS = {"json", "logging", "os", "numpy", "mxnet", "tokenizers"}
 
-needs_mxnet = pytest.mark.skipif(find_mxnet_python() is None,
-                                 reason="no MXNet interpreter (run `bash ci/setup.sh` or set KOBERT_MXNET_PYTHON)")
-pytestmark = needs_mxnet
+
+
+def _model_archiver_missing() -> str | None:
+    """Why `kobert package mms` cannot run here, or None."""
+    python = find_mxnet_python()
+    if python is None:
+        return "no MXNet interpreter (run `bash ci/setup.sh` or set KOBERT_MXNET_PYTHON)"
+    if subprocess.run([python, "-s", "-c", "import model_archiver"], capture_output=True).returncode:
+        return f"no model-archiver for {python} (run `bash ci/setup.sh`)"
+    return None
+
+
+_CANNOT_PACKAGE = _model_archiver_missing()
+pytestmark = pytest.mark.skipif(_CANNOT_PACKAGE is not None, reason=str(_CANNOT_PACKAGE))
 torch = pytest.importorskip("torch")
 
 
 def needs_mms():
     """Skip (one line) when Java or the MMS launcher is missing."""
-    if shutil.which("java") is None:
-        pytest.skip("no java on PATH (MMS needs Java 17: apt-get install openjdk-17-jre-headless)")
+    java_home = os.environ.get("JAVA_HOME")  # the MMS launcher prefers $JAVA_HOME/bin/java
+    if not (java_home and Path(java_home, "bin", "java").is_file()) and shutil.which("java") is None:
+        pytest.skip("no java (MMS needs Java 17: apt-get install openjdk-17-jre-headless)")
     if mms_launcher() is None:
         pytest.skip("no multi-model-server beside the MXNet python (run `bash ci/setup.sh`)")
 
@@ -71,10 +85,10 @@ def exports(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def store(exports, tmp_path_factory):
-    """The model store: sentiment.mar (packaged for batch size 4) and encoder.mar."""
+    """The model store: sentiment.mar (packaged for batch size 4) and encoder.mar (for 2, served with 1)."""
     store = tmp_path_factory.mktemp("mms-store")
     assert kobert("package", "mms", exports["sentiment"], "--out", store / "sentiment.mar", "--batch-size", "4") == 0
-    assert kobert("package", "mms", exports["encoder"], "--out", store / "encoder.mar") == 0
+    assert kobert("package", "mms", exports["encoder"], "--out", store / "encoder.mar", "--batch-size", "2") == 0
     return store
 
 
@@ -177,8 +191,9 @@ def test_a_failed_build_keeps_the_earlier_archive(exports, tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def server(store, tmp_path_factory):
-    needs_mms()
+def server(request, tmp_path_factory):
+    needs_mms()  # before exporting anything
+    store = request.getfixturevalue("store")
     mms_server = LocalModelServer(mms_launcher(), store, tmp_path_factory.mktemp("mms-run"))
     try:
         # encoder: the startup path (`--models`, batch size 1); sentiment: registered with its packaged batch size.
@@ -264,6 +279,8 @@ def test_bare_encoder_answers_the_cls_embedding(server, references):
     status, reply = server.predict("encoder", {"text": TEXTS[1]})
     assert status == 200
     np.testing.assert_allclose(np.asarray(reply["embedding"], np.float32), expected[1], rtol=0, atol=ATOL)
+    # Loaded at startup, so with batch size 1 although packaged for 2: the worker says how to register it.
+    assert "packaged for batch_size=2 but registered with batch_size=1" in server.worker_log()
 
 
 def test_the_server_keeps_its_pid_file_in_its_own_tmpdir(server):

@@ -38,6 +38,7 @@ import string
 import subprocess
 import tempfile
 import urllib.parse
+import zipfile
 from pathlib import Path
 
 from kobert.config import KoBertConfig
@@ -87,7 +88,7 @@ def build(export_dir: Path, out: Path, batch_size: int = 1) -> Path:
     symbol_file, params_file = _symbol_and_params(export_dir, entry)
     tokenizer_dir = inside(export_dir, tokenizer_name)
     encoder = TextEncoder(tokenizer_dir, config.max_position_embeddings, config.vocab_size)
-    spec = serving_spec(manifest, entry, config, encoder, batch_size)
+    spec = serving_spec(manifest, entry, config, encoder, batch_size, symbol_file.name, params_file.name)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     # Staged beside `out` and renamed into place: a failed build leaves any earlier archive untouched.
@@ -103,12 +104,13 @@ def build(export_dir: Path, out: Path, batch_size: int = 1) -> Path:
     return out
 
 
-def serving_spec(manifest: dict, entry: dict, config: KoBertConfig, encoder: TextEncoder, batch_size: int) -> dict:
+def serving_spec(manifest: dict, entry: dict, config: KoBertConfig, encoder: TextEncoder, batch_size: int,
+                 symbol_name: str, params_name: str) -> dict:
     """What the handler reads from `SPEC_FILE`: everything it needs besides the three model files."""
     return {
         "format": SPEC_FORMAT,
-        "symbol_file": Path(entry["files"][0]).name,
-        "params_file": Path(entry["files"][1]).name,
+        "symbol_file": symbol_name,
+        "params_file": params_name,
         "tokenizer_file": "tokenizer.json",
         "inputs": [{"name": spec["name"], "dtype": spec.get("dtype", "float32")} for spec in entry["inputs"]],
         "outputs": list(entry["outputs"]),
@@ -134,8 +136,6 @@ def registration_query(mar_name: str, model_name: str, batch_size: int,
 
 def packaged_spec(mar: Path) -> dict:
     """The `SPEC_FILE` inside a .mar this module wrote (a .mar is a zip)."""
-    import zipfile
-
     with zipfile.ZipFile(mar) as archive:
         return json.loads(archive.read(SPEC_FILE).decode("utf-8"))
 
