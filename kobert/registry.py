@@ -171,3 +171,12 @@ for _target in (
            bench_label="tflite int8", summary="TensorFlow Lite, dynamic-range int8 weights"),
 ):
     register_target(_target)
+
+# --- deployable packages (kobert package <name>) --------------------------------------------
+
+register_package(PackageSpec(
+    "mms", "kobert.exporters.mms:build", needs="mxnet",
+    summary="a Multi Model Server archive (.mar) of the mxnet artifact, with a handler needing only "
+            "mxnet, numpy and tokenizers",
+    options=(("--batch-size", int, 1, "the MMS batch size to register it with (recorded in the archive; "
+              "MMS takes it as the batch_size of POST /models)"),)))
