@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Create both environments and install everything (idempotent).
+# Create the three environments and install everything (idempotent).
 #   .venv        the main stack: torch 2.13 (CPU), transformers, tokenizers, sentencepiece, safetensors,
 #                huggingface_hub, tensorflow-cpu 2.21, tf2onnx, onnx, onnxruntime, and kobert itself
 #   .venv-mxnet  the legacy serving stack: mxnet 1.9.1 with numpy<2 (MXNet does not import with numpy 2)
+#   .venv-hf4    transformers 4.57 (what Optimum still requires), tokenizers, sentencepiece; no torch:
+#                tests/test_tokenizer_hf4.py loads kobert's saved tokenizers with it
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -19,4 +21,9 @@ if [ ! -x .venv-mxnet/bin/python ]; then "$PYTHON" -m venv .venv-mxnet; fi
 .venv-mxnet/bin/python -m pip install -q "mxnet==1.9.1" "numpy==1.23.5" 2>&1 | grep -v "^WARNING: Location" || true
 .venv-mxnet/bin/python -c "import mxnet" \
   || { echo "ci/setup.sh: the MXNet environment (.venv-mxnet) failed to install" >&2; exit 1; }
-echo "ci/setup.sh: .venv and .venv-mxnet ready"
+
+if [ ! -x .venv-hf4/bin/python ]; then "$PYTHON" -m venv .venv-hf4; fi
+.venv-hf4/bin/python -m pip install -q "transformers==4.57.*" tokenizers sentencepiece 2>&1 | grep -v "^WARNING: Location" || true
+.venv-hf4/bin/python -c "import transformers, tokenizers, sentencepiece" \
+  || { echo "ci/setup.sh: the transformers 4 environment (.venv-hf4) failed to install" >&2; exit 1; }
+echo "ci/setup.sh: .venv, .venv-mxnet and .venv-hf4 ready"

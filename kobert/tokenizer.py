@@ -19,6 +19,7 @@ the order of tied pieces (about 0.25% of NSMC documents).
 from __future__ import annotations
 
 import functools
+import json
 import unicodedata
 from pathlib import Path
 
@@ -26,6 +27,8 @@ SPECIAL_TOKENS = ("[UNK]", "[PAD]", "[CLS]", "[SEP]", "[MASK]")
 MODEL_MAX_LENGTH = 512
 DEFAULT_TOKENIZER_DIR = Path(__file__).parent / "assets" / "tokenizer"
 SP_MODEL_NAMES = ("tokenizer.model", "spiece.model")
+# The tokenizer_class kobert writes: transformers 4.x and 5.x both resolve it (5.x names its class TokenizersBackend).
+PORTABLE_TOKENIZER_CLASS = "PreTrainedTokenizerFast"
 
 # Noncharacters (Unicode: "reserved for internal use") that the normaliser inserts and removes again.
 # Each removal step is exact even when the input itself contains these characters (see _core_steps, _fix_steps).
@@ -319,10 +322,50 @@ def build_backend_tokenizer(model_file: str | Path):
     return tok
 
 
-def _wrap(backend):
+def write_portable_tokenizer_class(config_file: str | Path) -> None:
+    """Set a saved `tokenizer_config.json`'s `tokenizer_class` to one transformers 4.x and 5.x both load.
+
+    transformers 5 writes its class's own name, `TokenizersBackend`, which 4.x (still
+    required by Optimum) does not know; both resolve `PreTrainedTokenizerFast`.
+    """
+    path = Path(config_file)
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["tokenizer_class"] = PORTABLE_TOKENIZER_CLASS
+    # transformers' own layout, so a rewritten file differs from a saved one only in that line.
+    path.write_text(json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+@functools.cache
+def _tokenizer_class():
+    """`PreTrainedTokenizerFast` whose `save_pretrained` writes the portable `tokenizer_class`.
+
+    Built on first use so that `import kobert` does not import transformers; the
+    module's `__getattr__` hands it to pickle as `kobert.tokenizer.KoBertTokenizerFast`.
+    """
     from transformers import PreTrainedTokenizerFast
 
-    return PreTrainedTokenizerFast(
+    class KoBertTokenizerFast(PreTrainedTokenizerFast):
+        def save_pretrained(self, save_directory, *args, **kwargs):
+            files = super().save_pretrained(save_directory, *args, **kwargs)
+            for file in files or ():
+                if str(file).endswith("tokenizer_config.json"):
+                    write_portable_tokenizer_class(file)
+            return files
+
+    KoBertTokenizerFast.__module__ = __name__
+    KoBertTokenizerFast.__qualname__ = "KoBertTokenizerFast"
+    return KoBertTokenizerFast
+
+
+def __getattr__(name: str):
+    """PEP 562: `KoBertTokenizerFast` is made on demand, so pickle can find it even before get_tokenizer runs."""
+    if name == "KoBertTokenizerFast":
+        return _tokenizer_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _wrap(backend):
+    return _tokenizer_class()(
         tokenizer_object=backend,
         unk_token="[UNK]",
         pad_token="[PAD]",
@@ -348,6 +391,9 @@ def _find_model_file(directory: Path) -> Path | None:
 def get_tokenizer(path: str | Path | None = None):
     """A `transformers.PreTrainedTokenizerFast` for KoBERT.
 
+    Its `save_pretrained` writes a directory that plain `AutoTokenizer.from_pretrained`
+    loads in transformers 4.x and 5.x alike (see `write_portable_tokenizer_class`).
+
     `path`: a SentencePiece model file (`.model`/`.spiece`), a directory holding
     `tokenizer.json` (as written by `save_pretrained`) or a SentencePiece model,
     or None for the default shipped in `kobert/assets/tokenizer/`.
@@ -362,9 +408,7 @@ def get_tokenizer(path: str | Path | None = None):
     path = Path(path)
     if path.is_dir():
         if (path / "tokenizer.json").is_file():
-            from transformers import PreTrainedTokenizerFast
-
-            return PreTrainedTokenizerFast.from_pretrained(str(path))
+            return _tokenizer_class().from_pretrained(str(path))
         model_file = _find_model_file(path)
         if model_file is None:
             raise TokenizerFileError(f"{path}: directory has neither tokenizer.json nor a SentencePiece .model file")
