@@ -162,7 +162,7 @@ def _jamo_class(singles: dict[str, str], ranges) -> str:
 
 
 def _mark_class(singles: dict[str, str]) -> str:
-    """Combining marks the charsmap leaves alone (so the blocker in front of one is still there to remove)."""
+    """Regex class of the combining marks the charsmap leaves alone: the blocker's removal looks for them."""
     mapped = [k for k in singles if unicodedata.category(k).startswith("M")]
     return f"[\\p{{M}}&&[^{_codepoints(mapped)}]]" if mapped else "\\p{M}"
 
@@ -298,6 +298,7 @@ def _normalizer(precompiled_charsmap: bytes):
         normalizers.Replace(Regex("^ +| +$"), ""),
     ]
     return normalizers.Sequence(before + _core_steps(precompiled_charsmap, singles) + after + whitespace)
+
 
 def build_backend_tokenizer(model_file: str | Path):
     """The raw `tokenizers.Tokenizer` for a KoBERT SentencePiece model file."""

@@ -58,6 +58,7 @@ def saved_dirs(tmp_path_factory, small_tokenizer_dir):
     from kobert.tokenizer import DEFAULT_TOKENIZER_DIR, get_tokenizer
 
     root = tmp_path_factory.mktemp("saved")
+    shipped_model = DEFAULT_TOKENIZER_DIR.parent / "model"
     built = get_tokenizer(DEFAULT_TOKENIZER_DIR / "tokenizer.model")
     built.save_pretrained(root / "export")  # what kobert.export writes
     reloaded = get_tokenizer(root / "export")
@@ -65,9 +66,10 @@ def saved_dirs(tmp_path_factory, small_tokenizer_dir):
     return {
         "export": (root / "export", built),
         "reloaded": (root / "reloaded", reloaded),
-        "train": (small_tokenizer_dir, get_tokenizer(small_tokenizer_dir / "tokenizer.model")),  # kobert tokenizer train
+        # kobert tokenizer train
+        "train": (small_tokenizer_dir, get_tokenizer(small_tokenizer_dir / "tokenizer.model")),
         "shipped_tokenizer": (DEFAULT_TOKENIZER_DIR, get_tokenizer(DEFAULT_TOKENIZER_DIR)),
-        "shipped_model": (DEFAULT_TOKENIZER_DIR.parent / "model", get_tokenizer(DEFAULT_TOKENIZER_DIR.parent / "model")),
+        "shipped_model": (shipped_model, get_tokenizer(shipped_model)),
     }
 
 
