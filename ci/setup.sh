@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Create both environments and install everything (idempotent).
+# Create the three environments and install everything (idempotent).
 #   .venv        the main stack: torch 2.13 (CPU), transformers, tokenizers, sentencepiece, safetensors,
 #                huggingface_hub, tensorflow-cpu 2.21, tf2onnx, onnx, onnxruntime, and kobert itself
 #   .venv-mxnet  the legacy serving stack: mxnet 1.9.1 with numpy<2 (MXNet does not import with numpy 2),
 #                Multi Model Server 1.1.11 + model-archiver 1.0.3 + tokenizers (and Java 17 from the OS)
+#   .venv-hf4    transformers 4.57 (what Optimum still requires, and the last with a question-answering
+#                pipeline), torch 2.13 CPU, tokenizers, sentencepiece: references and client tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -34,4 +36,9 @@ fi
 .venv-mxnet/bin/python -s -c "import mms, model_archiver, tokenizers, numpy; assert numpy.__version__ == '1.23.5'" \
   && java -version >/dev/null 2>&1 \
   || { echo "ci/setup.sh: Multi Model Server (.venv-mxnet) or Java 17 failed to install" >&2; exit 1; }
-echo "ci/setup.sh: .venv and .venv-mxnet ready"
+
+if [ ! -x .venv-hf4/bin/python ]; then "$PYTHON" -m venv .venv-hf4; fi
+.venv-hf4/bin/python -m pip install -q "torch==2.13.0" "transformers==4.57.*" tokenizers sentencepiece 2>&1 | grep -v "^WARNING: Location" || true
+.venv-hf4/bin/python -c "import transformers, tokenizers, sentencepiece" \
+  || { echo "ci/setup.sh: the transformers 4 environment (.venv-hf4) failed to install" >&2; exit 1; }
+echo "ci/setup.sh: .venv, .venv-mxnet and .venv-hf4 ready"

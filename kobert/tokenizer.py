@@ -2,19 +2,26 @@
 
 Ids follow KoBERT's rule: [UNK]=0 [PAD]=1 [CLS]=2 [SEP]=3 [MASK]=4, then every
 non-control SentencePiece piece sorted by Python string order (8,002 ids for the
-8,000-piece KoBERT model).  The normaliser reproduces SentencePiece's
-`nmt_nfkc` charsmap exactly on the texts we test (see `_normalizer`).
+8,000-piece KoBERT model).  The normaliser reproduces the model's own
+SentencePiece charsmap (`nmt_nfkc`): NFKC, the charsmap, NFC and two blockers,
+plus the fixes found by checking that pipeline against the charsmap on every key
+and every character NFKC changes (see `_normalizer`).  tests/test_tokenizer_charsmap.py
+compares every code point and every key with sentencepiece.
 
-Known residue (measured, see tests/test_tokenizer.py): sentencepiece sums piece
-scores in float32 and `tokenizers` in float64, so when two segmentations have
-exactly the same total score (e.g. "...." = "."+"..." or "..."+"."),
-sentencepiece's choice is float32 rounding noise that depends on the whole
-prefix of the sentence.  No static rule reproduces it; the ids differ only in
-the order of tied pieces (about 0.25% of NSMC documents).
+Accepted residue (measured, see tests/test_tokenizer.py): sentencepiece sums piece
+scores in float32 and `tokenizers` in float64, so when two orders of the same
+pieces tie exactly (e.g. "...." = "."+"..." or "..."+"."), sentencepiece's pick
+is float32 rounding noise that depends on the whole prefix of the sentence, and
+no static rule reproduces it.  There sentencepiece's own builds disagree with each
+other: tensorflow-text's sentencepiece differs from the Python one on 14 of 1,000
+NSMC reviews.  The ids differ only in the order of tied pieces (about 0.25% of
+NSMC documents); kobert's tests allow only those tie reorderings.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import unicodedata
 from pathlib import Path
 
@@ -22,14 +29,23 @@ SPECIAL_TOKENS = ("[UNK]", "[PAD]", "[CLS]", "[SEP]", "[MASK]")
 MODEL_MAX_LENGTH = 512
 DEFAULT_TOKENIZER_DIR = Path(__file__).parent / "assets" / "tokenizer"
 SP_MODEL_NAMES = ("tokenizer.model", "spiece.model")
+# The tokenizer_class kobert writes: transformers 4.x and 5.x both resolve it (5.x names its class TokenizersBackend).
+PORTABLE_TOKENIZER_CLASS = "PreTrainedTokenizerFast"
 
-# A Unicode noncharacter ("reserved for internal use"): inserted before a
-# trailing jamo to stop NFKC composing it into the preceding syllable, then removed.
-_BLOCKER = "\ufdd0"
-# Characters that sentencepiece's charsmap keeps but the NFKC of `tokenizers`
-# changes (nmt_nfkc keeps U+FF5E; U+1F23B is newer than sentencepiece's tables).
-# They are parked on noncharacters across the NFKC step.
-_NFKC_EXCEPTIONS = {"\uff5e": "\ufdd1", "\U0001f23b": "\ufdd2"}
+# Noncharacters (Unicode: "reserved for internal use") that the normaliser inserts and removes again.
+# Each removal step is exact even when the input itself contains these characters (see _core_steps, _fix_steps).
+_JAMO_BLOCKER = "\ufdd0"  # before a trailing jamo: stops NFKC composing it into the preceding syllable
+_MARK_BLOCKER = "\ufdd1"  # before a combining mark: the charsmap step must see the mark on its own
+_TAG = "\ufdd2"  # after a character whose normalised form the NFKC step would change (see _fix_steps)
+
+# Conjoining jamo (Unicode's Hangul ranges): NFKC composes a syllable + trailing jamo.
+_VOWEL_JAMO = ((0x1160, 0x11A7), (0xD7B0, 0xD7C6))
+_TRAILING_JAMO = ((0x11A8, 0x11FF), (0xD7CB, 0xD7FB))
+# Planes 4-13 hold no characters and 15-16 are private use: NFKC changes nothing there
+# (and NUL, which separates texts when they are normalised together).
+_NFKC_PLANES = ((0x1, 0x3FFFF), (0xE0000, 0xEFFFF))
+# How often the derivation may add fixes and re-check (a fix can affect a longer key).
+_MAX_FIX_ROUNDS = 3
 
 
 class TokenizerFileError(ValueError):
@@ -62,47 +78,226 @@ def kobert_vocab(proto) -> list[tuple[str, float]]:
     return [(tok, 0.0) for tok in SPECIAL_TOKENS] + pieces
 
 
-def _jamo_forms(lo: int, hi: int) -> str:
-    """Compatibility / halfwidth jamo whose NFKC is a single conjoining jamo in [lo, hi], as a regex class body."""
-    forms = []
-    for cp in list(range(0x3131, 0x318F)) + list(range(0xFFA0, 0xFFDD)):
-        nfkc = unicodedata.normalize("NFKC", chr(cp))
-        if len(nfkc) == 1 and lo <= ord(nfkc) <= hi:
-            forms.append(cp)
-    return "".join(f"\\x{{{cp:X}}}" for cp in forms)
+def charsmap_entries(precompiled_charsmap: bytes) -> dict[str, str]:
+    """Every key -> normalised string of a sentencepiece precompiled charsmap.
+
+    The format of sentencepiece's normalizer.cc: a little-endian uint32 (the trie's size
+    in bytes), a darts-clone double array of uint32 units over the keys' UTF-8 bytes,
+    then the NUL-terminated normalised strings whose offsets the leaves hold.
+    """
+    import numpy as np
+
+    size = int.from_bytes(precompiled_charsmap[:4], "little")
+    units = np.frombuffer(precompiled_charsmap, "<u4", size // 4, 4).astype(np.int64)
+    strings = precompiled_charsmap[4 + size :]
+    # A unit's children sit at child_base ^ byte (darts-clone: offset in bits 10-30, bit 9 scales it by 256).
+    child_base = np.arange(len(units)) ^ ((units >> 10) << ((units & 0x200) >> 6))
+    edges = _trie_edges(units, child_base)
+    values: dict[int, str] = {}
+    entries = {}
+    for key, offset in _trie_leaves(units, child_base, edges):
+        if offset not in values:
+            values[offset] = strings[offset : strings.index(b"\0", offset)].decode()
+        entries[key.decode()] = values[offset]
+    return entries
+
+
+def _trie_edges(units, child_base):
+    """(first edge, edge count) per unit and (label, child) per edge, edges grouped by parent."""
+    import numpy as np
+
+    parents, labels, children = [], [], []
+    for byte in range(1, 256):
+        child = child_base ^ byte
+        parent = np.nonzero(child < len(units))[0]
+        child = child[parent]
+        # The child's label must be the byte; value units (bit 31 set) never match.
+        hit = (units[child] & 0x800000FF) == byte
+        parents.append(parent[hit])
+        labels.append(np.full(int(hit.sum()), byte, dtype=np.uint8))
+        children.append(child[hit])
+    parents, labels, children = np.concatenate(parents), np.concatenate(labels), np.concatenate(children)
+    order = np.argsort(parents, kind="stable")
+    first = np.searchsorted(parents[order], np.arange(len(units)))
+    count = np.searchsorted(parents[order], np.arange(len(units)), side="right") - first
+    return first, count, labels[order], children[order]
+
+
+def _trie_leaves(units, child_base, edges):
+    """(key bytes, value offset) for every key, walking the trie from the root one byte level at a time."""
+    import numpy as np
+
+    first, count, labels, children = edges
+    nodes = np.array([0])
+    levels = []  # per depth: (index of the parent path, byte) for every path of that length
+    while len(nodes):
+        n = count[nodes]
+        edge = np.repeat(first[nodes] - (np.cumsum(n) - n), n) + np.arange(int(n.sum()))
+        levels.append((np.repeat(np.arange(len(nodes)), n), labels[edge]))
+        nodes = children[edge]
+        leaves = np.nonzero((units[nodes] >> 8) & 1)[0]
+        offsets = units[child_base[nodes[leaves]]] & 0x7FFFFFFF
+        columns, path = [], leaves
+        for parent, byte in reversed(levels):
+            columns.append(byte[path])
+            path = parent[path]
+        rows = np.stack(columns[::-1], axis=1)
+        yield from zip((row.tobytes() for row in rows), offsets.tolist())
+
+
+def _regex_literal(text: str) -> str:
+    """`text` as a regex matching exactly it (every character as \\x{...})."""
+    return "".join(f"\\x{{{ord(ch):X}}}" for ch in text)
+
+
+def _codepoints(chars) -> str:
+    """Regex class body for a set of characters."""
+    return _regex_literal("".join(sorted(set(chars))))
+
+
+def _jamo_class(singles: dict[str, str], ranges) -> str:
+    """Regex class body: the conjoining jamo in `ranges` and every character the charsmap maps to one."""
+    forms = [k for k, v in singles.items() if len(v) == 1 and any(lo <= ord(v) <= hi for lo, hi in ranges)]
+    return "".join(f"\\x{{{lo:X}}}-\\x{{{hi:X}}}" for lo, hi in ranges) + _codepoints(forms)
+
+
+def _mark_class(singles: dict[str, str]) -> str:
+    """Regex class of the combining marks the charsmap leaves alone: the blocker's removal looks for them."""
+    mapped = [k for k in singles if unicodedata.category(k).startswith("M")]
+    return f"[\\p{{M}}&&[^{_codepoints(mapped)}]]" if mapped else "\\p{M}"
+
+
+def _core_steps(precompiled_charsmap: bytes, singles: dict[str, str]) -> list:
+    """NFKC, the model's charsmap, NFC, with the two blockers: the normaliser before any fixes.
+
+    Why not just `Precompiled`: sentencepiece does longest-prefix matching of
+    multi-character keys ("ㅋㅠ" -> "큐", "A\\u0302\\u0300" -> "Ầ"), while the
+    `tokenizers` Precompiled works per grapheme, never composing jamo.  NFKC first
+    performs those compositions; the charsmap then applies the nmt rules (controls
+    removed, spaces unified).  Two blockers undo what this order gets wrong:
+    NFKC composes a syllable with a following trailing jamo ("가ㄳ" -> "갃"), which
+    sentencepiece does not (it has no such key), so a blocker goes in front of every
+    trailing jamo that does not follow a vowel.  And when a short grapheme starts
+    with a charsmap key, Precompiled returns that key's value and drops the rest
+    ("\\ufffd\\u0301" -> " "), so a blocker separates every combining mark from its base.
+    """
+    from tokenizers import Regex, normalizers
+
+    trailing = _jamo_class(singles, _TRAILING_JAMO)
+    vowel = _jamo_class(singles, _VOWEL_JAMO)
+    marks = _mark_class(singles)
+    return [
+        # Lookbehind needs a preceding character: a zero-width insertion at offset 0
+        # panics in tokenizers' NFC alignment code, and nothing precedes it to compose with anyway.
+        normalizers.Replace(Regex(f"(?<=[^{vowel}])(?=[{trailing}])"), _JAMO_BLOCKER),
+        normalizers.NFKC(),
+        normalizers.Replace(Regex(f"(?<=.)(?={marks})"), _MARK_BLOCKER),
+        normalizers.Precompiled(precompiled_charsmap),
+        # Removing exactly the blocker next to each mark (or jamo) keeps any in the input.
+        normalizers.Replace(Regex(f"{_MARK_BLOCKER}(?={marks})"), ""),
+        normalizers.NFC(),
+        normalizers.Replace(Regex(f"{_JAMO_BLOCKER}(?=[{trailing}])"), ""),
+    ]
+
+
+def _fix_steps(fixes: dict[str, tuple[str, str]]) -> tuple[list, list]:
+    """(steps before the core, steps after it) that give each fixed text its sentencepiece form.
+
+    `fixes`: text -> (sentencepiece's form, what the core makes of that form).  A text
+    whose form the core keeps is simply replaced by it up front.  Otherwise (e.g. "～",
+    which nmt_nfkc keeps and NFKC turns into "~") it is replaced by its form followed by
+    i tags, and after the core, that image + i tags is turned back into the form.  The
+    input's own tags are first multiplied by m, so a run of tags that is not a multiple
+    of m can only come from a fix, and i (1..m-1) tells apart fixes whose images coincide.
+    """
+    from tokenizers import Regex, normalizers
+
+    tagged = {text: fix for text, fix in fixes.items() if fix[0] != fix[1]}
+    by_image: dict[str, list[str]] = {}
+    for text, (_, image) in tagged.items():
+        by_image.setdefault(image, []).append(text)
+    m = 1 + max((len(texts) for texts in by_image.values()), default=0)
+    tags = {text: _TAG * (i + 1) for texts in by_image.values() for i, text in enumerate(texts)}
+    # Longest first: a text that contains a shorter fixed text is replaced as a whole.
+    before = [normalizers.Replace(_TAG, _TAG * m)] if tagged else []
+    before += [normalizers.Replace(t, fixes[t][0] + tags.get(t, "")) for t in sorted(fixes, key=len, reverse=True)]
+    after = []
+    run_end = f"(?=(?:{_TAG * m})*(?!{_TAG}))"  # the rest of the run is the input's own tags
+    for image in sorted(by_image, key=len, reverse=True):
+        start = _regex_literal(image) if image else f"(?<!{_TAG})"
+        for text in by_image[image]:
+            after.append(normalizers.Replace(Regex(start + tags[text] + run_end), tagged[text][0]))
+    if tagged:
+        after.append(normalizers.Replace(_TAG * m, _TAG))
+    return before, after
+
+
+@functools.cache
+def _nfkc_changed() -> tuple[str, ...]:
+    """Every character that `tokenizers`' NFKC changes (its Unicode tables, not Python's)."""
+    from tokenizers import normalizers
+
+    chars = [chr(cp) for lo, hi in _NFKC_PLANES for cp in range(lo, hi + 1) if not 0xD800 <= cp <= 0xDFFF]
+    # NUL is a starter that composes with nothing, so each character is normalised on its own.
+    images = normalizers.NFKC().normalize_str("\0".join(chars)).split("\0")
+    return tuple(ch for ch, image in zip(chars, images) if image != ch)
+
+
+def _normalise_each(steps: list, texts: list[str]) -> list[str]:
+    """Each text through `steps`, in one call (NUL separates them: no charsmap key or rule spans it)."""
+    from tokenizers import normalizers
+
+    out = normalizers.Sequence(steps).normalize_str("\0".join(texts)).split("\0")
+    if len(out) != len(texts):
+        raise RuntimeError("normaliser produced NUL; cannot check it per text")
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _normaliser_fixes(precompiled_charsmap: bytes) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
+    """(single-character charsmap entries, fixes): where the core differs from sentencepiece, found by checking.
+
+    Sentencepiece maps a charsmap key to its value and keeps any other single character,
+    so checking every key and every character NFKC changes covers every single
+    character (the core leaves all others alone).  Fixes are added until none is left;
+    a fix can only change texts that share a character with a fixed text, so only
+    those are checked again.
+    """
+    entries = charsmap_entries(precompiled_charsmap)
+    singles = {key: value for key, value in entries.items() if len(key) == 1}
+    core = _core_steps(precompiled_charsmap, singles)
+    expected = entries | {ch: ch for ch in _nfkc_changed() if ch not in entries}  # text -> sentencepiece's form
+    texts = list(expected)
+    fixes: dict[str, tuple[str, str]] = {}
+    for _ in range(_MAX_FIX_ROUNDS):
+        before, after = _fix_steps(fixes)
+        got = _normalise_each(before + core + after, texts)
+        wrong = {text: expected[text] for text, out in zip(texts, got) if out != expected[text]}
+        if not wrong:
+            return singles, fixes
+        images = _normalise_each(core, list(wrong.values()))
+        fixes.update({text: (form, image) for (text, form), image in zip(wrong.items(), images)})
+        touched = set("".join(fixes))
+        texts = [text for text in texts if not touched.isdisjoint(text)]
+    raise RuntimeError(f"cannot reproduce sentencepiece's charsmap on {sorted(wrong)[:10]}")
 
 
 def _normalizer(precompiled_charsmap: bytes):
     """A `tokenizers` normaliser equal to sentencepiece's charsmap + whitespace rules.
 
-    Why not just `Precompiled`: sentencepiece does longest-prefix matching of
-    multi-character keys ("ㅋㅠ" -> "큐", "A\u0302\u0300" -> "Ầ"), while the
-    `tokenizers` Precompiled works per grapheme, never composing jamo and
-    truncating some graphemes.  NFKC first performs those compositions; the
-    charsmap then applies the nmt rules (controls removed, spaces unified).
-    NFKC also composes a precomposed syllable with a following trailing jamo
-    ("가ㄳ" -> "갃") which sentencepiece does not (it has no such key), so a
-    blocker goes in front of every trailing jamo that does not follow a vowel.
+    The core (`_core_steps`) plus the fixes this model's charsmap needs: found by
+    comparing the core with the charsmap on every key and character (cached per charsmap).
     """
     from tokenizers import Regex, normalizers
 
-    trailing = "\\x{11A8}-\\x{11FF}\\x{D7CB}-\\x{D7FB}" + _jamo_forms(0x11A8, 0x11FF)
-    vowel = "\\x{1160}-\\x{11A7}\\x{D7B0}-\\x{D7C6}" + _jamo_forms(0x1160, 0x11A7)
-    steps = [
-        # Lookbehind needs a preceding character: a zero-width insertion at offset 0
-        # panics in tokenizers' NFC alignment code, and nothing precedes it to compose with anyway.
-        normalizers.Replace(Regex(f"(?<=[^{vowel}])(?=[{trailing}])"), _BLOCKER),
-        *(normalizers.Replace(src, tmp) for src, tmp in _NFKC_EXCEPTIONS.items()),
-        normalizers.NFKC(),
-        normalizers.Precompiled(precompiled_charsmap),
-        normalizers.NFC(),
-        normalizers.Replace(Regex(f"{_BLOCKER}(?=[{trailing}])"), ""),
-        *(normalizers.Replace(tmp, src) for src, tmp in _NFKC_EXCEPTIONS.items()),
+    singles, fixes = _normaliser_fixes(precompiled_charsmap)
+    before, after = _fix_steps(fixes)
+    whitespace = [
         # sentencepiece's remove_extra_whitespaces: only U+0020 counts, after the charsmap.
         normalizers.Replace(Regex(" {2,}"), " "),
         normalizers.Replace(Regex("^ +| +$"), ""),
     ]
-    return normalizers.Sequence(steps)
+    return normalizers.Sequence(before + _core_steps(precompiled_charsmap, singles) + after + whitespace)
 
 
 def build_backend_tokenizer(model_file: str | Path):
@@ -130,10 +325,50 @@ def build_backend_tokenizer(model_file: str | Path):
     return tok
 
 
-def _wrap(backend):
+def write_portable_tokenizer_class(config_file: str | Path) -> None:
+    """Set a saved `tokenizer_config.json`'s `tokenizer_class` to one transformers 4.x and 5.x both load.
+
+    transformers 5 writes its class's own name, `TokenizersBackend`, which 4.x (still
+    required by Optimum) does not know; both resolve `PreTrainedTokenizerFast`.
+    """
+    path = Path(config_file)
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["tokenizer_class"] = PORTABLE_TOKENIZER_CLASS
+    # transformers' own layout, so a rewritten file differs from a saved one only in that line.
+    path.write_text(json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+@functools.cache
+def _tokenizer_class():
+    """`PreTrainedTokenizerFast` whose `save_pretrained` writes the portable `tokenizer_class`.
+
+    Built on first use so that `import kobert` does not import transformers; the
+    module's `__getattr__` hands it to pickle as `kobert.tokenizer.KoBertTokenizerFast`.
+    """
     from transformers import PreTrainedTokenizerFast
 
-    return PreTrainedTokenizerFast(
+    class KoBertTokenizerFast(PreTrainedTokenizerFast):
+        def save_pretrained(self, save_directory, *args, **kwargs):
+            files = super().save_pretrained(save_directory, *args, **kwargs)
+            for file in files or ():
+                if str(file).endswith("tokenizer_config.json"):
+                    write_portable_tokenizer_class(file)
+            return files
+
+    KoBertTokenizerFast.__module__ = __name__
+    KoBertTokenizerFast.__qualname__ = "KoBertTokenizerFast"
+    return KoBertTokenizerFast
+
+
+def __getattr__(name: str):
+    """PEP 562: `KoBertTokenizerFast` is made on demand, so pickle can find it even before get_tokenizer runs."""
+    if name == "KoBertTokenizerFast":
+        return _tokenizer_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _wrap(backend):
+    return _tokenizer_class()(
         tokenizer_object=backend,
         unk_token="[UNK]",
         pad_token="[PAD]",
@@ -159,6 +394,9 @@ def _find_model_file(directory: Path) -> Path | None:
 def get_tokenizer(path: str | Path | None = None):
     """A `transformers.PreTrainedTokenizerFast` for KoBERT.
 
+    Its `save_pretrained` writes a directory that plain `AutoTokenizer.from_pretrained`
+    loads in transformers 4.x and 5.x alike (see `write_portable_tokenizer_class`).
+
     `path`: a SentencePiece model file (`.model`/`.spiece`), a directory holding
     `tokenizer.json` (as written by `save_pretrained`) or a SentencePiece model,
     or None for the default shipped in `kobert/assets/tokenizer/`.
@@ -173,9 +411,7 @@ def get_tokenizer(path: str | Path | None = None):
     path = Path(path)
     if path.is_dir():
         if (path / "tokenizer.json").is_file():
-            from transformers import PreTrainedTokenizerFast
-
-            return PreTrainedTokenizerFast.from_pretrained(str(path))
+            return _tokenizer_class().from_pretrained(str(path))
         model_file = _find_model_file(path)
         if model_file is None:
             raise TokenizerFileError(f"{path}: directory has neither tokenizer.json nor a SentencePiece .model file")
