@@ -68,6 +68,18 @@ def reference(kobert_sp_model_file):
     return Reference(kobert_sp_model_file)
 
 
+@pytest.fixture(scope="module", params=["shipped", "kobert"])
+def tok_and_reference(request):
+    """BERT-encoding behaviour, on the shipped model (always, a clean clone has it) and on KoBERT's (shared data)."""
+    from kobert.checkpoint import shipped
+    from kobert.tokenizer import get_tokenizer
+
+    model_file = shipped("tokenizer") / "tokenizer.model"
+    if request.param == "kobert":
+        model_file = request.getfixturevalue("kobert_sp_model_file")
+    return get_tokenizer(model_file), Reference(model_file)
+
+
 # ----------------------------------------------------------------- id rule, published example
 
 
@@ -175,16 +187,16 @@ def test_generated_corpus_conformance(small_tokenizer_dir):
 # ----------------------------------------------------------------- BERT encoding behaviour
 
 
-@pytest.mark.shared_data
-def test_pair_encoding(kobert_tok):
+def test_pair_encoding(tok_and_reference):
+    kobert_tok, _ = tok_and_reference
     enc = kobert_tok("한국어", "모델")
     a, b = kobert_tok("한국어")["input_ids"], kobert_tok("모델")["input_ids"]
     assert enc["input_ids"] == a + b[1:]
     assert enc["token_type_ids"] == [0] * len(a) + [1] * (len(b) - 1)
 
 
-@pytest.mark.shared_data
-def test_truncation_and_padding(kobert_tok):
+def test_truncation_and_padding(tok_and_reference):
+    kobert_tok, _ = tok_and_reference
     assert kobert_tok.model_max_length == 512
     long = "가 " * 2000
     single = kobert_tok(long, truncation=True)["input_ids"]
@@ -195,8 +207,8 @@ def test_truncation_and_padding(kobert_tok):
     assert batch["input_ids"][0][-1] == 1 and batch["attention_mask"][0][-1] == 0
 
 
-@pytest.mark.shared_data
-def test_offsets(kobert_tok):
+def test_offsets(tok_and_reference):
+    kobert_tok, _ = tok_and_reference
     text = "한국어 모델을 공유합니다."
     enc = kobert_tok(text, return_offsets_mapping=True)
     tokens = kobert_tok.convert_ids_to_tokens(enc["input_ids"])
@@ -211,20 +223,20 @@ EDGE_CASES = {
 }
 
 
-@pytest.mark.shared_data
 @pytest.mark.parametrize(
     "text",
     ["", "   \t\n ", "😀 이모지 😀😀", "漢字 한자 韓國", "BERT는 Korean을 잘 안다", "a\x00b\x07c\x7f", "\u200b제로폭", "가" * 10_000],
 )
-def test_edge_cases_match_sentencepiece(kobert_tok, reference, text):
+def test_edge_cases_match_sentencepiece(tok_and_reference, text):
+    kobert_tok, reference = tok_and_reference
     ids = kobert_tok(text, add_special_tokens=False)["input_ids"]
     assert ids == reference.ids(text)
     if text in EDGE_CASES:
         assert kobert_tok(text)["input_ids"] == EDGE_CASES[text]
 
 
-@pytest.mark.shared_data
-def test_unpaired_surrogate_is_rejected(kobert_tok, reference):
+def test_unpaired_surrogate_is_rejected(tok_and_reference):
+    kobert_tok, reference = tok_and_reference
     """Not valid Unicode text: both the tokenizer and sentencepiece refuse it (no silent garbage)."""
     with pytest.raises(TypeError):
         kobert_tok("a\ud800b")
@@ -235,8 +247,8 @@ def test_unpaired_surrogate_is_rejected(kobert_tok, reference):
 # ----------------------------------------------------------------- save / load, errors
 
 
-@pytest.mark.shared_data
-def test_save_pretrained_round_trip(kobert_tok, tmp_path):
+def test_save_pretrained_round_trip(tok_and_reference, tmp_path):
+    kobert_tok, _ = tok_and_reference
     from transformers import AutoTokenizer
 
     kobert_tok.save_pretrained(tmp_path)
