@@ -76,16 +76,24 @@ class TextEncoder:
 
     def arrays(self, encodings: list) -> dict[str, np.ndarray]:
         """Encodings padded with [PAD] to the longest of them, as int64 arrays."""
-        width = max(len(e.ids) for e in encodings)
-        ids = np.full((len(encodings), width), self.pad_id, dtype=np.int64)
-        types = np.zeros_like(ids)
-        mask = np.zeros_like(ids)
-        for row, encoding in enumerate(encodings):
-            n = len(encoding.ids)
-            ids[row, :n] = encoding.ids
-            types[row, :n] = encoding.type_ids
-            mask[row, :n] = 1
-        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        return pad_encodings(encodings, self.pad_id)
+
+
+def pad_encodings(encodings: list, pad_id: int) -> dict:
+    """`tokenizers` Encodings padded with `pad_id` to the longest of them, as int64 arrays.
+
+    numpy only: `kobert package mms` copies this function's source into its handler.
+    """
+    width = max(len(e.ids) for e in encodings)
+    ids = np.full((len(encodings), width), pad_id, dtype=np.int64)
+    types = np.zeros_like(ids)
+    mask = np.zeros_like(ids)
+    for row, encoding in enumerate(encodings):
+        n = len(encoding.ids)
+        ids[row, :n] = encoding.ids
+        types[row, :n] = encoding.type_ids
+        mask[row, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
 
 def _model_max_length(tokenizer_dir: Path, default: int) -> int:

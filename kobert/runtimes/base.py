@@ -9,7 +9,6 @@ batching, pooling.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from collections.abc import Iterable, Iterator
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kobert.checkpoint import sha256_file
 from kobert.config import INPUT_NAMES, KoBertConfig
 from kobert.encoding import WINDOW_BATCHES, TextEncoder, length_sorted_batches, windows
 
@@ -38,14 +38,6 @@ def read_manifest(export_dir: str | Path) -> dict:
     if not isinstance(manifest, dict) or not isinstance(manifest.get("artifacts"), dict):
         raise ValueError(f"{path}: not a kobert manifest (no 'artifacts' object)")
     return manifest
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def inside(export_dir: Path, relative: str) -> Path:
