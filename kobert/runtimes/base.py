@@ -73,8 +73,8 @@ def verify_files(export_dir: str | Path, entry: dict, what: str) -> None:
             raise IntegrityError(f"{export_dir / relative}: sha256 differs from the manifest ({what} was modified)")
 
 
-def prepare_inputs(input_ids, attention_mask=None, token_type_ids=None, config: KoBertConfig | None = None,
-                   max_length: int = 512) -> dict[str, np.ndarray]:
+def prepare_inputs(input_ids, attention_mask=None, token_type_ids=None,
+                   config: KoBertConfig | None = None) -> dict[str, np.ndarray]:
     """Check and normalise model inputs to int64 arrays of shape (batch, length).
 
     Values are checked here, before any framework sees them, so every runtime
@@ -87,8 +87,7 @@ def prepare_inputs(input_ids, attention_mask=None, token_type_ids=None, config: 
         ids = ids[None, :]
     if ids.ndim != 2 or ids.shape[0] == 0 or ids.shape[1] == 0:
         raise ValueError(f"input_ids: expected shape (batch, length) with both > 0, got {np.shape(input_ids)}")
-    if config is not None:
-        max_length = config.max_position_embeddings
+    max_length = 512 if config is None else config.max_position_embeddings
     if ids.shape[1] > max_length:
         raise ValueError(f"input_ids: length {ids.shape[1]} exceeds the model's {max_length} positions")
     defaults = {"attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
