@@ -169,5 +169,8 @@ for _target in (
            summary="TensorFlow Lite, float32"),
     Target("tflite-int8", "kobert.exporters.tflite:int8", "tflite", gate="int8", built_from="tf",
            bench_label="tflite int8", summary="TensorFlow Lite, dynamic-range int8 weights"),
+    # After onnx-int8 (registry order is build order): `--to onnx-int8,hf-onnx` also ships the int8 file.
+    Target("hf-onnx", "kobert.exporters.hf_onnx", "onnx", built_from="onnx",
+           summary="Hugging Face folder (config, tokenizer, onnx/model.onnx) for Optimum and transformers.js"),
 ):
     register_target(_target)
