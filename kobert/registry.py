@@ -174,3 +174,8 @@ for _target in (
            summary="Hugging Face folder (config, tokenizer, onnx/model.onnx) for Optimum and transformers.js"),
 ):
     register_target(_target)
+
+# --- deployable packages: the browser page ------------------------------------------------
+register_package(PackageSpec(
+    "web", "kobert.exporters.web:build", needs="onnx",
+    summary="a static page (onnxruntime-web wasm + transformers.js tokenizer) exposing window.kobert.run(texts)"))
