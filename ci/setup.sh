@@ -29,6 +29,15 @@ if [ ! -x .venv-optimum/bin/python ]; then "$PYTHON" -m venv .venv-optimum; fi
   "optimum-onnx[onnxruntime]==0.1.0" "onnxruntime==1.32.0" 2>&1 | grep -v "^WARNING: Location" || true
 .venv-optimum/bin/python -c "import optimum.onnxruntime, transformers" 2>/dev/null \
   || { echo "ci/setup.sh: the Optimum environment (.venv-optimum) failed to install" >&2; exit 1; }
+# Headless Chromium drives the web page in tests/test_web.py; Noto CJK renders its Korean; Node runs
+# transformers.js (the machine image brings Node 20; Debian's nodejs is the fallback).
+missing_debs=()
+for deb in chromium fonts-noto-cjk; do dpkg -s "$deb" >/dev/null 2>&1 || missing_debs+=("$deb"); done
+command -v npm >/dev/null 2>&1 || missing_debs+=(nodejs npm)
+if [ ${#missing_debs[@]} -gt 0 ]; then
+  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing_debs[@]}" >/dev/null \
+    || { echo "ci/setup.sh: apt-get install ${missing_debs[*]} failed" >&2; exit 1; }
+fi
 # web/node_modules: transformers.js, onnxruntime-web/-node, puppeteer-core, pinned by web/package-lock.json.
 # onnxruntime-node's install script fetches extra (CUDA) binaries from outside the npm registry; its CPU
 # binaries ship in the package, so the script is skipped. Reinstalled only when the lock file changes.
@@ -37,12 +46,5 @@ if [ "$(cat "$lock_stamp" 2>/dev/null)" != "$(sha256sum web/package-lock.json | 
   (cd web && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error) \
     || { echo "ci/setup.sh: npm ci in web/ failed" >&2; exit 1; }
   sha256sum web/package-lock.json | cut -d' ' -f1 > "$lock_stamp"
-fi
-# Headless Chromium drives the web page in tests/test_web.py; Noto CJK renders its Korean.
-missing_debs=()
-for deb in chromium fonts-noto-cjk; do dpkg -s "$deb" >/dev/null 2>&1 || missing_debs+=("$deb"); done
-if [ ${#missing_debs[@]} -gt 0 ]; then
-  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing_debs[@]}" >/dev/null \
-    || { echo "ci/setup.sh: apt-get install ${missing_debs[*]} failed" >&2; exit 1; }
 fi
 echo "ci/setup.sh: .venv-optimum, web/node_modules and Chromium ready"

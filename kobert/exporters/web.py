@@ -65,25 +65,28 @@ def build(export_dir: Path, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        for name in PAGE_FILES:
-            shutil.copyfile(ASSETS / name, staging / name)
-        (staging / "model").mkdir()
-        shutil.copyfile(model, staging / "model" / "model.onnx")
-        shutil.copyfile(tokenizer_dir / "tokenizer.json", staging / "model" / "tokenizer.json")
-        tokenizer_config = portable_tokenizer_config(tokenizer_dir / "tokenizer_config.json")
-        (staging / "model" / "tokenizer_config.json").write_text(
-            json.dumps(tokenizer_config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        for folder, (source, names) in LIBRARIES.items():
-            (staging / folder).mkdir(parents=True)
-            for name in names:
-                shutil.copyfile(node_modules / source / name, staging / folder / name)
-        page_config = page_settings(config, tokenizer_dir, manifest, node_modules)
-        (staging / MARKER).write_text(json.dumps(page_config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        _write_package(staging, model, tokenizer_dir, node_modules)
+        _write_json(staging / MARKER, page_settings(config, tokenizer_dir, manifest, node_modules))
         staging.chmod(0o755)  # mkdtemp made it private
         _swap_into_place(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
+
+
+def _write_package(folder: Path, model: Path, tokenizer_dir: Path, node_modules: Path) -> None:
+    """The page, the model with its tokenizer under model/, and the libraries under lib/."""
+    for name in PAGE_FILES:
+        shutil.copyfile(ASSETS / name, folder / name)
+    (folder / "model").mkdir()
+    shutil.copyfile(model, folder / "model" / "model.onnx")
+    shutil.copyfile(tokenizer_dir / "tokenizer.json", folder / "model" / "tokenizer.json")
+    _write_json(folder / "model" / "tokenizer_config.json",
+                portable_tokenizer_config(tokenizer_dir / "tokenizer_config.json"))
+    for target, (source, names) in LIBRARIES.items():
+        (folder / target).mkdir(parents=True)
+        for name in names:
+            shutil.copyfile(node_modules / source / name, folder / target / name)
 
 
 def page_settings(config: KoBertConfig, tokenizer_dir: Path, manifest: dict, node_modules: Path) -> dict:
@@ -170,3 +173,7 @@ def _swap_into_place(staging: Path, out: Path) -> None:
     staging.rename(out)
     if previous is not None:
         shutil.rmtree(previous, ignore_errors=True)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
