@@ -5,7 +5,8 @@
 #   .venv-mxnet  the legacy serving stack: mxnet 1.9.1 with numpy<2 (MXNet does not import with numpy 2),
 #                Multi Model Server 1.1.11 + model-archiver 1.0.3 + tokenizers (and Java 17 from the OS)
 #   .venv-hf4    transformers 4.57 (what Optimum still requires, and the last with a question-answering
-#                pipeline), torch 2.13 CPU, tokenizers, sentencepiece: references and client tests
+#                pipeline), torch 2.13 CPU, optimum-onnx, tokenizers, sentencepiece: clients that know
+#                nothing of kobert (tests/test_tokenizer_hf4.py, tests/test_hf_onnx.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -38,7 +39,28 @@ fi
   || { echo "ci/setup.sh: Multi Model Server (.venv-mxnet) or Java 17 failed to install" >&2; exit 1; }
 
 if [ ! -x .venv-hf4/bin/python ]; then "$PYTHON" -m venv .venv-hf4; fi
-.venv-hf4/bin/python -m pip install -q "torch==2.13.0" "transformers==4.57.*" tokenizers sentencepiece 2>&1 | grep -v "^WARNING: Location" || true
-.venv-hf4/bin/python -c "import transformers, tokenizers, sentencepiece" \
+.venv-hf4/bin/python -m pip install -q "torch==2.13.0" "transformers==4.57.6" "optimum==2.1.0" \
+  "optimum-onnx[onnxruntime]==0.1.0" "onnxruntime==1.32.0" tokenizers sentencepiece 2>&1 | grep -v "^WARNING: Location" || true
+.venv-hf4/bin/python -c "import transformers, tokenizers, sentencepiece, optimum.onnxruntime" \
   || { echo "ci/setup.sh: the transformers 4 environment (.venv-hf4) failed to install" >&2; exit 1; }
-echo "ci/setup.sh: .venv, .venv-mxnet and .venv-hf4 ready"
+
+# --- Deploy where users run (hf-onnx, kobert package web): transformers.js, Chromium ---------------------
+# Headless Chromium drives the web page in tests/test_web.py; Noto CJK renders its Korean; Node runs
+# transformers.js (the machine image brings Node 20; Debian's nodejs is the fallback).
+missing_debs=()
+for deb in chromium fonts-noto-cjk; do dpkg -s "$deb" >/dev/null 2>&1 || missing_debs+=("$deb"); done
+command -v npm >/dev/null 2>&1 || missing_debs+=(nodejs npm)
+if [ ${#missing_debs[@]} -gt 0 ]; then
+  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing_debs[@]}" >/dev/null \
+    || { echo "ci/setup.sh: apt-get install ${missing_debs[*]} failed" >&2; exit 1; }
+fi
+# web/node_modules: transformers.js, onnxruntime-web/-node, puppeteer-core, pinned by web/package-lock.json.
+# onnxruntime-node's install script fetches extra (CUDA) binaries from outside the npm registry; its CPU
+# binaries ship in the package, so the script is skipped. Reinstalled only when the lock file changes.
+lock_stamp=web/node_modules/.kobert-lock-sha256
+if [ "$(cat "$lock_stamp" 2>/dev/null)" != "$(sha256sum web/package-lock.json | cut -d' ' -f1)" ]; then
+  (cd web && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error) \
+    || { echo "ci/setup.sh: npm ci in web/ failed" >&2; exit 1; }
+  sha256sum web/package-lock.json | cut -d' ' -f1 > "$lock_stamp"
+fi
+echo "ci/setup.sh: .venv, .venv-mxnet, .venv-hf4, web/node_modules and Chromium ready"

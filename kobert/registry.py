@@ -169,6 +169,9 @@ for _target in (
            summary="TensorFlow Lite, float32"),
     Target("tflite-int8", "kobert.exporters.tflite:int8", "tflite", gate="int8", built_from="tf",
            bench_label="tflite int8", summary="TensorFlow Lite, dynamic-range int8 weights"),
+    # After onnx-int8 (registry order is build order): `--to onnx-int8,hf-onnx` also ships the int8 file.
+    Target("hf-onnx", "kobert.exporters.hf_onnx", "onnx", built_from="onnx",
+           summary="Hugging Face folder (config, tokenizer, onnx/model.onnx) for Optimum and transformers.js"),
 ):
     register_target(_target)
 
@@ -180,3 +183,7 @@ register_package(PackageSpec(
             "mxnet, numpy and tokenizers",
     options=(("--batch-size", int, 1, "the MMS batch size to register it with (recorded in the archive; "
               "MMS takes it as the batch_size of POST /models)"),)))
+
+register_package(PackageSpec(
+    "web", "kobert.exporters.web:build", needs="onnx",
+    summary="a static page (onnxruntime-web wasm + transformers.js tokenizer) exposing window.kobert.run(texts)"))

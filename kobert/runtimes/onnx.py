@@ -18,7 +18,10 @@ class OnnxRuntime(Runtime):
 
     def _open(self, files: list[Path]) -> None:
         options = onnxruntime.SessionOptions()
-        self.session = onnxruntime.InferenceSession(str(files[0]), options, providers=["CPUExecutionProvider"])
+        model = files[0]
+        if model.is_dir():  # a Hugging Face folder (hf-onnx): its fp32 model sits at the standard place
+            model = model / "onnx" / "model.onnx"
+        self.session = onnxruntime.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
         self.input_dtypes = {i["name"]: NUMPY_DTYPES[i["dtype"]] for i in self.entry["inputs"]}
 
     def _forward(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
