@@ -187,3 +187,9 @@ register_package(PackageSpec(
 register_package(PackageSpec(
     "web", "kobert.exporters.web:build", needs="onnx",
     summary="a static page (onnxruntime-web wasm + transformers.js tokenizer) exposing window.kobert.run(texts)"))
+
+# --- raw text in a SavedModel (tensorflow-text's SentencePiece op in the graph) ------------
+
+register_runtime(RuntimeSpec("tf-text", "kobert.runtimes.tf_text:TFTextRuntime", "tf-text"))
+register_target(Target("tf-text", "kobert.exporters.tf_text", "tf-text",
+                       summary="SavedModel that takes raw text: in-graph SentencePiece, then the tf BERT"))
