@@ -326,13 +326,18 @@ def _build(loaded: LoadedCheckpoint, staging: Path, targets: list[str], tokenize
 
 
 def _write_tokenizer(source: Path, target: Path, vocab_size: int) -> None:
-    from kobert.tokenizer import get_tokenizer
+    from kobert.tokenizer import SP_MODEL_NAMES, _find_model_file, get_tokenizer
 
     tokenizer = get_tokenizer(source)
     if len(tokenizer) > vocab_size:
         raise ExportError(f"{source}: the tokenizer has {len(tokenizer)} ids, more than the model's "
                           f"vocabulary of {vocab_size} (a different tokenizer than the model was trained with?)")
     tokenizer.save_pretrained(str(target))
+    # save_pretrained writes tokenizer.json only; in-graph tokenizers (the tf-text target) need the
+    # SentencePiece model itself, so it travels with the export when the source has one.
+    model_file = source if source.is_file() else _find_model_file(source)
+    if model_file is not None:
+        shutil.copyfile(model_file, target / SP_MODEL_NAMES[0])
 
 
 def _torch_version() -> str:
