@@ -216,6 +216,9 @@ class GoldenCase:
     input_ids: np.ndarray
     attention_mask: np.ndarray
     token_type_ids: np.ndarray
+    # the texts the ids were encoded from (the Korean cases), for runtimes that tokenize themselves
+    texts: tuple[str, ...] | None = None
+    pairs: tuple[str, ...] | None = None
 
     def inputs(self) -> dict[str, np.ndarray]:
         return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "token_type_ids": self.token_type_ids}
@@ -240,7 +243,8 @@ def golden_cases(vocab_size: int = 8002, max_length: int = 512, tokenizer=None) 
         for name, first, second in (("korean_texts", texts, None), ("korean_pairs", texts[:3], texts[3:6])):
             encoded = tokenizer(first, second, padding=True, truncation=True, max_length=max_length, return_tensors="np")
             cases.append(GoldenCase(name, encoded["input_ids"].astype(np.int64), encoded["attention_mask"].astype(np.int64),
-                                    encoded["token_type_ids"].astype(np.int64)))
+                                    encoded["token_type_ids"].astype(np.int64), tuple(first),
+                                    None if second is None else tuple(second)))
     return cases
 
 
@@ -284,9 +288,43 @@ def check_runtime(artifact: str, runtime, reference: dict[str, dict[str, np.ndar
         again = runtime.run(**batch_case.inputs())
         identical = all(np.array_equal(again[k], first_outputs[batch_case.name][k]) for k in again)
         result.checks["determinism"] = "ok" if identical else "same input twice gave different outputs"
+        if getattr(runtime, "tokenizes_in_graph", False):
+            result.checks["text_path"] = check_text_path(runtime, reference, cases, gate, per_token)
+            result.check_tolerances["text_path"] = (f"ids equal to the tokenizer's on the golden texts (a reordering "
+                                                    f"of exactly tied pieces excepted); outputs {gate.describe()}")
     except Exception as e:  # a runtime that cannot run the inputs fails parity, with the reason
         result.error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
     return result
+
+
+def check_text_path(runtime, reference: dict[str, dict[str, np.ndarray]], cases: list[GoldenCase],
+                    gate: ParityGate, per_token: tuple[str, ...]) -> str:
+    """A runtime that tokenizes in its own graph (`runtime.run_texts(texts, pairs)` -> outputs and ids),
+    judged on the golden texts: its ids must be the tokenizer's, and where they are, its outputs must
+    meet the gate. A row whose ids are the same pieces in another order is an exact score tie, which
+    two Viterbi implementations may break differently (see kobert.tokenizer); it is not compared."""
+    stats: dict[str, OutputStats] = {}
+    text_cases = [c for c in cases if c.texts is not None]
+    if not text_cases:
+        return "no golden texts to check it on (the export has no tokenizer)"
+    for case in text_cases:
+        got = runtime.run_texts(list(case.texts), None if case.pairs is None else list(case.pairs))
+        want_ids, got_ids = case.input_ids, np.asarray(got["input_ids"])
+        if got_ids.shape != want_ids.shape:
+            return f"{case.name}: the graph built ids of shape {got_ids.shape}, the tokenizer {want_ids.shape}"
+        equal = [row for row in range(len(want_ids)) if np.array_equal(got_ids[row], want_ids[row])]
+        for row in sorted(set(range(len(want_ids))) - set(equal)):
+            if sorted(got_ids[row]) != sorted(want_ids[row]):
+                return f"{case.name} row {row}: the graph's ids differ from the tokenizer's ({case.texts[row]!r})"
+        for name in ("attention_mask", "token_type_ids"):
+            if not np.array_equal(np.asarray(got[name]), getattr(case, name)):
+                return f"{case.name}: the graph's {name} differs from the tokenizer's"
+        mask = case.attention_mask[equal]
+        compare_all(_judged({k: v[equal] for k, v in reference[case.name].items()}, mask, gate),
+                    _judged({k: np.asarray(got[k])[equal] for k in reference[case.name]}, mask, gate),
+                    mask, stats, per_token)
+    failed = [f"{name}: {reason}" for name, s in stats.items() for reason in gate.output_failures(name, s)]
+    return "ok" if not failed else "text path outputs: " + "; ".join(failed)
 
 
 def _judged(outputs: dict, attention_mask: np.ndarray, gate: ParityGate) -> dict:
