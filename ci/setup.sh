@@ -19,6 +19,12 @@ if [ ! -x .venv/bin/python ]; then "$PYTHON" -m venv .venv; fi
 .venv/bin/python -c "import kobert, torch, transformers, tensorflow, onnxruntime, tf2onnx" 2>/dev/null \
   || { echo "ci/setup.sh: the main environment (.venv) failed to install" >&2; exit 1; }
 
+# tensorflow-text (the tf-text target's in-graph SentencePiece) requires the `tensorflow` package, which
+# would be installed beside tensorflow-cpu (the same module twice): so no dependencies, tensorflow-cpu has them.
+.venv/bin/python -m pip install -q --no-deps "tensorflow-text==2.21.1" 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -c "import tensorflow_text" 2>/dev/null \
+  || { echo "ci/setup.sh: tensorflow-text failed to install into .venv" >&2; exit 1; }
+
 if [ ! -x .venv-mxnet/bin/python ]; then "$PYTHON" -m venv .venv-mxnet; fi
 .venv-mxnet/bin/python -m pip install -q "mxnet==1.9.1" "numpy==1.23.5" 2>&1 | grep -v "^WARNING: Location" || true
 .venv-mxnet/bin/python -c "import mxnet" \
