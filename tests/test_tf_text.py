@@ -172,6 +172,39 @@ def test_longest_first_is_tokenizers_rule():
             assert (int(got_a), int(got_b)) == want, (max_length, a, b)
 
 
+def test_parity_text_path_check_fails_on_other_ids_or_outputs():
+    """The parity engine's text_path check, on a stand-in runtime: tie reorderings pass, the rest fail."""
+    from kobert.parity import GATES, GoldenCase, check_text_path
+
+    ids = np.array([[2, 10, 11, 12, 3], [2, 20, 21, 3, 1]])
+    mask = (ids != 1).astype(np.int64)
+    case = GoldenCase("korean_texts", ids, mask, np.zeros_like(ids), texts=("a", "b"))
+    logits = np.array([[0.5, -0.5], [1.0, 2.0]], np.float32)
+
+    class StandIn:
+        def __init__(self, ids, logits):
+            self.ids, self.logits = ids, logits
+
+        def run_texts(self, texts, pairs):
+            return {"input_ids": self.ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids),
+                    "logits": self.logits}
+
+    def check(got_ids, got_logits):
+        return check_text_path(StandIn(got_ids, got_logits), {"korean_texts": {"logits": logits}}, [case],
+                               GATES["fp32"], ())
+
+    assert check(ids, logits) == "ok"
+    reordered = ids.copy()
+    reordered[0, 1:4] = [12, 10, 11]  # the same pieces in another order: a tie, that row not compared
+    assert check(reordered, logits + np.array([[9, 9], [0, 0]], np.float32)) == "ok"
+    other = ids.copy()
+    other[1, 2] = 22
+    assert "row 1: the graph's ids differ" in check(other, logits)
+    assert "max-abs" in check(ids, logits + 1e-3)
+    assert "no golden texts" in check_text_path(StandIn(ids, logits), {}, [GoldenCase("x", ids, mask, ids * 0)],
+                                                GATES["fp32"], ())
+
+
 # --- what the exporter refuses ------------------------------------------------------------------
 
 
@@ -277,13 +310,16 @@ def python_sentencepiece(model_file):
 
 @pytest.mark.shared_data
 def test_nsmc_reviews_through_the_signature(export_dir, reference):
+    """Raw reviews in, against kobert's Python tokenizer and the same BERT fed its ids (`serving_ids`, which
+    parity ties to torch): any difference in ids or labels comes from the in-graph tokenizer."""
     from kobert.datasets import read_nsmc
 
     path = shared_data_dir() / "nsmc" / "ratings_test.txt"
     if not path.is_file():
         pytest.skip(f"{path}: shared data not available")
     texts = read_nsmc(path, limit=1000).texts
-    signature = tf.saved_model.load(str(export_dir / "tf-text")).signatures["serving_default"]
+    model = tf.saved_model.load(str(export_dir / "tf-text"))
+    signature, ids_signature = model.signatures["serving_default"], model.signatures["serving_ids"]
     signature(text=tf.constant(texts[:2]))  # trace and warm up outside the clock
     start = time.perf_counter()
     got = [signature(text=tf.constant(texts[i:i + 64])) for i in range(0, len(texts), 64)]
@@ -295,7 +331,7 @@ def test_nsmc_reviews_through_the_signature(export_dir, reference):
     for k, outputs in enumerate(got):
         batch = texts[k * 64:(k + 1) * 64]
         want_ids = reference.encode(batch)
-        want_labels = reference.run(**want_ids)["logits"].argmax(-1)
+        want_labels = ids_signature(**{k: tf.constant(v) for k, v in want_ids.items()})["logits"].numpy().argmax(-1)
         labels_equal += int((outputs["logits"].numpy().argmax(-1) == want_labels).sum())
         ids, mask = outputs["input_ids"].numpy(), outputs["attention_mask"].numpy()
         for row, text in enumerate(batch):
