@@ -46,6 +46,7 @@ from kobert.canonical import CanonicalWeights
 from kobert.config import INPUT_NAMES
 from kobert.exporters import ExportedArtifact
 from kobert.exporters.tensorflow import KoBertTF
+from kobert.tokenizer import SPECIAL_TOKENS, kobert_vocab
 
 try:
     import tensorflow_text
@@ -66,8 +67,6 @@ class SentencePieceFileError(ValueError):
 def kobert_id_map(model_bytes: bytes, where: str) -> np.ndarray:
     """int64 array: SentencePiece id -> KoBERT id (unknown, control and user pieces -> [UNK])."""
     from sentencepiece import sentencepiece_model_pb2
-
-    from kobert.tokenizer import SPECIAL_TOKENS, kobert_vocab
 
     proto = sentencepiece_model_pb2.ModelProto()
     try:
@@ -122,8 +121,6 @@ class KoBertTextTF(tf.Module):
 
     def __init__(self, weights: CanonicalWeights, model_bytes: bytes, id_map: np.ndarray, max_length: int):
         super().__init__(name="kobert_text")
-        from kobert.tokenizer import SPECIAL_TOKENS
-
         self.bert = KoBertTF(weights)
         self.sentencepiece = tensorflow_text.SentencepieceTokenizer(model=model_bytes, out_type=tf.int32)
         self.id_map = tf.constant(id_map, dtype=tf.int64)
