@@ -19,4 +19,8 @@ if [ ! -x .venv-mxnet/bin/python ]; then "$PYTHON" -m venv .venv-mxnet; fi
 .venv-mxnet/bin/python -m pip install -q "mxnet==1.9.1" "numpy==1.23.5" 2>&1 | grep -v "^WARNING: Location" || true
 .venv-mxnet/bin/python -c "import mxnet" \
   || { echo "ci/setup.sh: the MXNet environment (.venv-mxnet) failed to install" >&2; exit 1; }
+# benchmarks/throughput.py's reference row: sentence-transformers (6.2.0 works with transformers 5).
+.venv/bin/python -c "import sentence_transformers" 2>/dev/null \
+  || .venv/bin/python -m pip install -q -e ".[bench]" 2>&1 | grep -v "^WARNING: Location" || true
+
 echo "ci/setup.sh: .venv and .venv-mxnet ready"

@@ -171,3 +171,10 @@ for _target in (
            bench_label="tflite int8", summary="TensorFlow Lite, dynamic-range int8 weights"),
 ):
     register_target(_target)
+
+# --- bfloat16 tier (bench branch): shipped because it measured >= 1.3x torch fp32 side by side -------------
+register_runtime(RuntimeSpec("torch-bf16", "kobert.runtimes.torch_bf16:TorchBf16Runtime", "torch"))
+register_target(Target("torch-bf16", "kobert.exporters.torch_bf16", "torch-bf16", gate="bf16",
+                       bench_label="torch bf16 (autocast)",
+                       summary="transformers under torch bfloat16 autocast, bf16 matmul weights "
+                               "(fast where the CPU has AVX512_BF16 or AMX)"))
