@@ -18,7 +18,7 @@ def test_quick_bench_rows_rounds_gflops_and_json(tmp_path, capsys, throwaway_tar
     printed = capsys.readouterr().out
     for row in [TORCH_ROW, "onnxruntime fp32", "onnxruntime optimized", "onnxruntime fp16", "onnxruntime int8",
                 "tensorflow", "tensorflow XLA (jit_compile)", "tflite fp32", "tflite int8", "throwaway copy",
-                "onnxruntime fp32 (raw session)", "throwaway copy (raw session)"]:
+                "torch bf16 (autocast)", "onnxruntime fp32 (raw session)", "throwaway copy (raw session)"]:
         assert f"| {row} |" in printed, row
     assert "| adapter vs raw session |" in printed and "| tokenizer | docs/s |" in printed
     assert "| fp32 row |" in printed and "CPU: " in printed and "avx512f" in printed
