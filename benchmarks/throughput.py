@@ -36,7 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from kobert.bench import WorkerError, _rss_mb, run_worker, worker_main  # noqa: E402
+from kobert.bench import WorkerError, rss_mb, run_worker, worker_main  # noqa: E402
 
 TARGETS = "onnx,onnx-int8,tf,tf2onnx,mxnet,tflite,torch-bf16"
 BATCH_SIZE = 32
@@ -78,7 +78,7 @@ def _api_row(request: dict) -> dict:
             setattr(encoder, name, timed)
         rt.run(**rt.encode(texts[:2]))  # warm: the framework's first call allocates
         tokenizing[0] = 0.0
-        rss_loaded = _rss_mb("VmRSS")
+        rss_loaded = rss_mb("VmRSS")
         start = time.perf_counter()
         if request["method"] == "logits":
             out = rt.logits(texts, batch_size=request["batch_size"])
@@ -86,7 +86,7 @@ def _api_row(request: dict) -> dict:
             out = rt.embed(texts, pooling="mean", batch_size=request["batch_size"])
         seconds = time.perf_counter() - start
     reply = {"seconds": seconds, "docs": len(texts), "tokenize_seconds": tokenizing[0],
-             "rss_loaded_mb": rss_loaded, "peak_rss_mb": _rss_mb("VmHWM")}
+             "rss_loaded_mb": rss_loaded, "peak_rss_mb": rss_mb("VmHWM")}
     if request["method"] == "logits":
         reply["accuracy"] = float((np.argmax(out, axis=-1) == np.asarray(labels)).mean())
     else:
@@ -103,14 +103,14 @@ def _pipeline_row(request: dict) -> dict:
     classify = pipeline("text-classification", model=request["model_dir"], tokenizer=tokenizer, device=-1,
                         batch_size=request["batch_size"])
     classify(texts[:2], truncation=True)
-    rss_loaded = _rss_mb("VmRSS")
+    rss_loaded = rss_mb("VmRSS")
     start = time.perf_counter()
     found = classify(texts, truncation=True, max_length=tokenizer.model_max_length)
     seconds = time.perf_counter() - start
     label2id = classify.model.config.label2id
     correct = sum(label2id[f["label"]] == label for f, label in zip(found, labels))
     return {"seconds": seconds, "docs": len(texts), "accuracy": correct / len(texts), "rss_loaded_mb": rss_loaded,
-            "peak_rss_mb": _rss_mb("VmHWM")}
+            "peak_rss_mb": rss_mb("VmHWM")}
 
 
 def _sentence_transformers_row(request: dict) -> dict:
@@ -128,12 +128,12 @@ def _sentence_transformers_row(request: dict) -> dict:
                           max_seq_length=max_length)
     model = SentenceTransformer(modules=[encoder, Pooling(encoder.get_embedding_dimension(), "mean")], device="cpu")
     model.encode(texts[:2])
-    rss_loaded = _rss_mb("VmRSS")
+    rss_loaded = rss_mb("VmRSS")
     start = time.perf_counter()
     vectors = model.encode(texts, batch_size=request["batch_size"], show_progress_bar=False)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "docs": len(texts), "first_vectors": vectors[:4].tolist(),
-            "rss_loaded_mb": rss_loaded, "peak_rss_mb": _rss_mb("VmHWM")}
+            "rss_loaded_mb": rss_loaded, "peak_rss_mb": rss_mb("VmHWM")}
 
 
 KINDS = {"api": _api_row, "pipeline": _pipeline_row, "sentence-transformers": _sentence_transformers_row}
@@ -198,7 +198,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
-    from kobert.bench import cpu_info, cpu_line
+    from kobert.bench import cpu_info
     from kobert.datasets import default_nsmc_dir, read_nsmc
 
     nsmc = args.nsmc or default_nsmc_dir() / "ratings_test.txt"

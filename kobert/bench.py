@@ -153,7 +153,8 @@ def cpu_line(info: dict) -> str:
 # --- the worker: one process, one row --------------------------------------------
 
 
-def _rss_mb(field_name: str) -> float | None:
+def rss_mb(field_name: str) -> float | None:
+    """This process's VmRSS or VmHWM (peak) from /proc/self/status, in MB; None where unreadable."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith(field_name + ":"):
@@ -212,7 +213,7 @@ def _time_runtime(request: dict) -> dict:
     shapes = {name: tuple(shape) for name, shape in request["shapes"].items()}
     inputs = {name: make_inputs(shape, request["vocab_size"]) for name, shape in shapes.items()}
     label = request["label"]
-    rss_before = _rss_mb("VmRSS")
+    rss_before = rss_mb("VmRSS")
     with runtimes.load(request["export_dir"], runtime=request["runtime"], artifact=request["artifact"],
                        verify=False) as runtime:
         calls, inner = {}, {}
@@ -228,7 +229,7 @@ def _time_runtime(request: dict) -> dict:
             calls[XLA_ROW] = _raw_call(runtime, inputs, runtime.xla_session())
         times = time_interleaved(calls, inner, list(shapes), request["warmup"], request["calls"],
                                  request.get("seed", 0))
-        peak = _rss_mb("VmHWM")
+        peak = rss_mb("VmHWM")
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the MXNet worker, once ended
     return {"times": times, "peak_rss_mb": peak, "rss_before_load_mb": rss_before,
             "children_peak_rss_mb": children or None}
@@ -254,7 +255,7 @@ def _time_gemm(request: dict) -> dict:
         checksums[shape] = float(np.asarray(call(), dtype=np.float64).sum())
         times[shape] = time_interleaved({request["label"]: lambda _: call()}, {}, [shape], request["warmup"],
                                         request["calls"])[request["label"]][shape]
-    return {"times": {request["label"]: times}, "checksums": checksums, "peak_rss_mb": _rss_mb("VmHWM")}
+    return {"times": {request["label"]: times}, "checksums": checksums, "peak_rss_mb": rss_mb("VmHWM")}
 
 
 WORKER_KINDS = {"runtime": _time_runtime, "gemm": _time_gemm}
@@ -337,7 +338,7 @@ class BenchResult:
     raw_of: dict[str, str] = field(default_factory=dict)  # adapter row -> its raw-session row
     export_seconds: dict[str, float] = field(default_factory=dict)
     size_bytes: dict[str, int] = field(default_factory=dict)
-    peak_rss_mb: dict[str, float] = field(default_factory=dict)  # row -> max over rounds of its worker's VmHWM
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)  # artifact -> max over rounds of its worker's VmHWM
     tokenizer_docs_per_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     others: list["BenchResult"] = field(default_factory=list)  # the shipped default, when measured
@@ -540,19 +541,25 @@ def worker_requests(config, export_dir: Path, manifest: dict, warmup: int, calls
     return requests
 
 
-def bench_model(weights, label: str, rounds: int, warmup: int, calls: int, workdir: Path,
-                progress=None) -> BenchResult:
+def fp32_rows(manifest: dict) -> list[str]:
+    """Rows that compute in float32: torch eager, and each fp32-gated target with its raw session (and XLA)."""
     from kobert import registry
 
+    rows = [TORCH_ROW]
+    for row, (runtime_name, artifact) in runtime_rows().items():
+        if artifact in manifest["artifacts"] and registry.target(artifact).gate in FP32_GATES:
+            rows += [row, row + " (raw session)"] + ([XLA_ROW] if runtime_name == "tf" else [])
+    return rows
+
+
+def bench_model(weights, label: str, rounds: int, warmup: int, calls: int, workdir: Path,
+                progress=None) -> BenchResult:
     config = weights.config
     result = BenchResult(label, config, rounds, calls, load_average={"start": os.getloadavg()[0]})
     manifest = _export_all(weights, workdir, [artifact for _, artifact in runtime_rows().values()], result)
     requests = worker_requests(config, workdir, manifest, warmup, calls)
     result.gemm_rows = list(GEMM_ROWS)
-    result.fp32_rows = [TORCH_ROW] + [
-        sub for row, (_, artifact) in runtime_rows().items() if artifact in manifest["artifacts"]
-        and registry.target(artifact).gate in FP32_GATES
-        for sub in (row, row + " (raw session)", *([XLA_ROW] if registry.target(artifact).runtime == "tf" else []))]
+    result.fp32_rows = fp32_rows(manifest)
     failed: set[str] = set()
     for number in range(rounds):
         order = list(requests)
