@@ -3,9 +3,10 @@
     python benchmarks/ort_profile.py EXPORT_DIR [--artifact onnx] [--batch 32] [--length 128] [--runs 3]
 
 Part 1 runs the artifact with `SessionOptions.enable_profiling` and sums kernel
-time per op type.  Part 2 times one MatMul of BERT-base's FFN shape
-((batch*length) x 768 x 3072) in ONNX Runtime and in torch, in GFLOP/s: the
-ceiling the whole model can approach when MatMul dominates.
+time per op type.  Part 2 times one MatMul of the model's FFN shape
+((batch*length) x hidden x intermediate, 768 x 3072 at base) in ONNX Runtime and
+in torch, in GFLOP/s: the ceiling the whole model can approach when MatMul
+dominates; the whole model's GFLOP/s (`kobert.bench.model_flops`) is printed too.
 """
 
 import argparse
@@ -42,13 +43,12 @@ def op_time_shares(model_path: Path, inputs: dict, runs: int) -> tuple[float, li
     return statistics.median(times) * 1e3, [(op, us / total) for op, us in per_op.most_common()]
 
 
-def sgemm_gflops(rows: int, runs: int) -> dict[str, float]:
-    """GFLOP/s of one (rows x 768) @ (768 x 3072) float32 MatMul in ONNX Runtime and torch."""
+def sgemm_gflops(rows: int, runs: int, k: int = 768, n: int = 3072) -> dict[str, float]:
+    """GFLOP/s of one (rows x k) @ (k x n) float32 MatMul in ONNX Runtime and torch."""
     import onnxruntime
     import torch
     from onnx import TensorProto, helper, numpy_helper
 
-    k, n = 768, 3072
     weight = np.random.default_rng(0).random((k, n), dtype=np.float32)
     x = np.random.default_rng(1).random((rows, k), dtype=np.float32)
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "sgemm",
@@ -81,18 +81,23 @@ def main():
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
 
-    from kobert.bench import make_inputs
+    from kobert.bench import make_inputs, model_flops
+    from kobert.config import KoBertConfig
 
     manifest = json.loads((args.export_dir / "manifest.json").read_text())
     model_path = args.export_dir / manifest["artifacts"][args.artifact]["files"][0]
     inputs = make_inputs((args.batch, args.length), manifest["config"]["vocab_size"])
     ms, shares = op_time_shares(model_path, inputs, args.runs)
-    print(f"{args.artifact} at batch {args.batch} x {args.length}: {ms:.1f} ms per run (median of {args.runs})")
+    config = KoBertConfig.from_hf_dict(manifest["config"])
+    flops = model_flops(config, args.batch, args.length)
+    print(f"{args.artifact} at batch {args.batch} x {args.length}: {ms:.1f} ms per run (median of {args.runs}), "
+          f"{flops / ms / 1e6:.0f} GFLOP/s ({flops / 1e9:.1f} GFLOP per run)")
     print(f"{'op type':28s} {'kernel time':>11s}")
     for op, share in shares[:12]:
         print(f"{op:28s} {share * 100:10.1f}%")
-    print(f"\nsgemm ceiling, ({args.batch * args.length} x 768) @ (768 x 3072) float32:")
-    for name, gflops in sgemm_gflops(args.batch * args.length, args.runs).items():
+    k, n = config.hidden_size, config.intermediate_size
+    print(f"\nsgemm ceiling, ({args.batch * args.length} x {k}) @ ({k} x {n}) float32:")
+    for name, gflops in sgemm_gflops(args.batch * args.length, args.runs, k, n).items():
         print(f"{name:28s} {gflops:8.0f} GFLOP/s")
 
 

@@ -1,6 +1,6 @@
-"""Runtime benchmark: every runtime vs torch eager, export time, size, memory, tokenizer docs/s.
+"""Runtime benchmark: every runtime (each in its own process) vs torch eager and the GEMM ceiling.
 
-    python benchmarks/runtime_bench.py [--quick] [--json FILE]     (same as `kobert bench`)
+    python benchmarks/runtime_bench.py [--quick] [--rounds N] [--calls N] [--json FILE]   (= `kobert bench`)
 
 How we measure: see the docstring of kobert/bench.py.
 """

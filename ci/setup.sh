@@ -69,4 +69,9 @@ if [ "$(cat "$lock_stamp" 2>/dev/null)" != "$(sha256sum web/package-lock.json | 
     || { echo "ci/setup.sh: npm ci in web/ failed" >&2; exit 1; }
   sha256sum web/package-lock.json | cut -d' ' -f1 > "$lock_stamp"
 fi
+
+# benchmarks/throughput.py's reference row: sentence-transformers (6.2.0 works with transformers 5).
+.venv/bin/python -c "import sentence_transformers" 2>/dev/null \
+  || .venv/bin/python -m pip install -q -e ".[bench]" 2>&1 | grep -v "^WARNING: Location" || true
+
 echo "ci/setup.sh: .venv, .venv-mxnet, .venv-hf4, web/node_modules and Chromium ready"

@@ -177,7 +177,9 @@ def cmd_demo(args) -> int:
 def cmd_bench(args) -> int:
     from kobert.bench import run_bench
 
-    result = run_bench(quick=args.quick)
+    from kobert.progress import say
+
+    result = run_bench(quick=args.quick, rounds=args.rounds, calls=args.calls, progress=say)
     print(result.table())
     if args.json:
         Path(args.json).write_text(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -285,9 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
         add_noise_options(q)
         q.set_defaults(func=cmd_package)
 
-    p = commands.add_parser("bench", help="runtime latency/throughput vs torch eager, export time, size, memory; printed tables")
+    p = commands.add_parser("bench", help="every runtime in its own process vs torch eager and the GEMM ceiling; printed tables")
     p.add_argument("--quick", action="store_true", help="tiny preset, few repeats (CI time)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the measurements as JSON")
+    p.add_argument("--rounds", type=positive_int, default=None,
+                   help="rounds, each starting every row's worker process again (default 3, --quick 2)")
+    p.add_argument("--calls", type=positive_int, default=None, help="timed calls per shape in each round (default 3)")
+    add_noise_options(p)
     p.set_defaults(func=cmd_bench)
 
     p = commands.add_parser("eval", help="task accuracy of an export through every runtime")

@@ -77,6 +77,8 @@ GATES = {
     "fp32-fused": ParityGate("fp32-fused", max_abs=FP32_TOLERANCE, min_cosine=0.99999),
     "fp16": ParityGate("fp16", max_abs=None, min_cosine=0.9999),
     "int8": ParityGate("int8", max_abs=None, min_cosine=0.999, task_gate=True),
+    # bfloat16 matmuls (torch autocast): held to the fp16 gate.
+    "bf16": ParityGate("bf16", max_abs=None, min_cosine=0.9999),
 }
 
 

@@ -193,3 +193,10 @@ register_package(PackageSpec(
 register_runtime(RuntimeSpec("tf-text", "kobert.runtimes.tf_text:TFTextRuntime", "tf-text"))
 register_target(Target("tf-text", "kobert.exporters.tf_text", "tf-text",
                        summary="SavedModel that takes raw text: in-graph SentencePiece, then the tf BERT"))
+
+# --- bfloat16 tier: shipped because it measured >= 1.3x torch fp32 side by side -------------
+register_runtime(RuntimeSpec("torch-bf16", "kobert.runtimes.torch_bf16:TorchBf16Runtime", "torch"))
+register_target(Target("torch-bf16", "kobert.exporters.torch_bf16", "torch-bf16", gate="bf16",
+                       bench_label="torch bf16 (autocast)",
+                       summary="transformers under torch bfloat16 autocast, bf16 matmul weights "
+                               "(fast where the CPU has AVX512_BF16 or AMX)"))

@@ -238,7 +238,7 @@ class Runtime:
             seconds = None if pairs is None else [b for _, b in window]
             encodings = self.text_encoder.encodings(firsts, seconds)
             results: list = [None] * len(window)
-            for batch in length_sorted_batches([len(e.ids) for e in encodings], batch_size):
+            for batch in length_sorted_batches([len(e) for e in encodings], batch_size):
                 inputs = self.text_encoder.arrays([encodings[i] for i in batch])
                 outputs = self.run(**inputs)
                 for k, i in enumerate(batch):

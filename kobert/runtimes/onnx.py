@@ -30,3 +30,17 @@ class OnnxRuntime(Runtime):
 
     def raw_session(self):
         return lambda feed, session=self.session: session.run(None, feed)
+
+
+def gemm_session(x: np.ndarray, w: np.ndarray):
+    """One ONNX MatMul node (`w` an initializer) as `call() -> array`: the benchmark's GEMM-ceiling row."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    (m, k), n = x.shape, w.shape[1]
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "gemm",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])],
+                              [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return lambda: session.run(None, {"x": x})[0]

@@ -42,3 +42,10 @@ class TensorFlowRuntime(Runtime):
         """The signature compiled with XLA (`jit_compile=True`), for the benchmark's XLA row."""
         compiled = tf.function(lambda **feed: self._signature(**feed), jit_compile=True)
         return lambda feed: compiled(**feed)
+
+
+def gemm_session(x: np.ndarray, w: np.ndarray):
+    """TensorFlow's own float32 MatMul in a `tf.function`, as `call() -> tensor`: the GEMM-ceiling row."""
+    tx, tw = tf.constant(x), tf.constant(w)
+    matmul = tf.function(lambda: tf.linalg.matmul(tx, tw))
+    return matmul

@@ -93,3 +93,14 @@ class TorchRuntime(Runtime):
 
     def raw_feed(self, inputs: dict[str, np.ndarray]) -> dict:
         return {name: torch.from_numpy(np.asarray(a, dtype=np.int64)) for name, a in inputs.items()}
+
+
+def gemm_session(x: np.ndarray, w: np.ndarray):
+    """torch's own float32 `x @ w` as `call() -> tensor`: the benchmark's GEMM-ceiling row."""
+    tx, tw = torch.from_numpy(x), torch.from_numpy(w)
+
+    def call():
+        with torch.inference_mode():
+            return tx @ tw
+
+    return call
