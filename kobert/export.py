@@ -8,6 +8,7 @@ at the destination.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -122,6 +123,17 @@ def verify_export(export_dir: Path, manifest: dict) -> dict[str, str]:
     return problems
 
 
+def _judge_task(parity: ArtifactParity, runtime, gate, config, task_data) -> None:
+    """The int8 task gate: a sequence classifier's accuracy (or label agreement) against fp32."""
+    if config.head != "sequence_classification":
+        parity.task = {"measured_on": "nothing: the task gate needs a sequence-classification head"}
+        return
+    data = task_data()
+    parity.checks["task"], parity.task = task_gate(data.reference_logits, _logits_over(runtime, data.encoded),
+                                                   data.labels, gate.max_accuracy_delta_points, data.source)
+    parity.check_tolerances["task"] = f"accuracy within {gate.max_accuracy_delta_points} points of fp32"
+
+
 def check_parity(export_dir: Path, manifest: dict, tolerance: float = FP32_TOLERANCE,
                  eval_set: str | Path | None = None) -> ParityReport:
     """Run every artifact of an export directory against the reference checkpoint stored in it.
@@ -146,7 +158,8 @@ def check_parity(export_dir: Path, manifest: dict, tolerance: float = FP32_TOLER
         tokenizer = reference_runtime.tokenizer if manifest.get("tokenizer") else None
         cases = golden_cases(config.vocab_size, config.max_position_embeddings, tokenizer)
         reference = {case.name: reference_runtime.run(**case.inputs()) for case in cases}
-        task_data = None
+        # Built on first use: only an int8 tier of a classifier needs the eval set's reference logits.
+        task_data = functools.cache(lambda: _TaskData(reference_runtime, cases, reference, eval_set))
         for number, artifact in enumerate(manifest["artifacts"], start=1):
             say(f"parity {number}/{len(manifest['artifacts'])}: {artifact}")
             target = registry.TARGETS.get(artifact)
@@ -163,17 +176,7 @@ def check_parity(export_dir: Path, manifest: dict, tolerance: float = FP32_TOLER
             with runtime:
                 parity = check_runtime(artifact, runtime, reference, cases, gate, config.per_token_outputs)
                 if gate.task_gate and not parity.error:
-                    if config.head != "sequence_classification":
-                        parity.task = {"measured_on": "nothing: the task gate needs a sequence-classification head"}
-                    else:
-                        if task_data is None:
-                            task_data = _TaskData(reference_runtime, cases, reference, eval_set)
-                        candidate = _logits_over(runtime, task_data.encoded)
-                        parity.checks["task"], parity.task = task_gate(
-                            task_data.reference_logits, candidate, task_data.labels,
-                            gate.max_accuracy_delta_points, task_data.source)
-                        parity.check_tolerances["task"] = (f"accuracy within {gate.max_accuracy_delta_points} "
-                                                           "points of fp32")
+                    _judge_task(parity, runtime, gate, config, task_data)
             report.artifacts[artifact] = parity
     return report
 
