@@ -28,6 +28,8 @@ pytestmark = pytest.mark.skipif(
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+import transformers_reference  # noqa: E402  (the shared independent reference)
+
 from kobert.exporters import mxnet as mxnet_exporter  # noqa: E402  (imports no mxnet)
 
 # float32 end to end; transformers and MXNet differ only in summation order (~1e-6).
