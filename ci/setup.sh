@@ -19,4 +19,13 @@ if [ ! -x .venv-mxnet/bin/python ]; then "$PYTHON" -m venv .venv-mxnet; fi
 .venv-mxnet/bin/python -m pip install -q "mxnet==1.9.1" "numpy==1.23.5" 2>&1 | grep -v "^WARNING: Location" || true
 .venv-mxnet/bin/python -c "import mxnet" \
   || { echo "ci/setup.sh: the MXNet environment (.venv-mxnet) failed to install" >&2; exit 1; }
+# .venv-hf4: transformers 4.57, the reference for `Runtime.answer` (transformers 5 removed the
+# question-answering pipeline); parity_tests/test_tasks.py runs it in a subprocess. torch 2.13.0 only:
+# that pin takes the CPU wheel, any other version pulls a multi-GB CUDA build.
+if [ ! -x .venv-hf4/bin/python ]; then "$PYTHON" -m venv .venv-hf4; fi
+.venv-hf4/bin/python -m pip install -q "torch==2.13.0" "transformers==4.57.*" tokenizers sentencepiece numpy \
+  2>&1 | grep -v "^WARNING: Location" || true
+.venv-hf4/bin/python -c "import torch, transformers; assert transformers.__version__.startswith('4.57.')" \
+  || { echo "ci/setup.sh: the transformers 4.57 environment (.venv-hf4) failed to install" >&2; exit 1; }
+
 echo "ci/setup.sh: .venv and .venv-mxnet ready"

@@ -111,13 +111,33 @@ def read_lines(path: str) -> Iterator[str]:
             stream.close()
 
 
-def run_rows(runtime, texts: Iterable[str], output: str, pooling: str, batch_size: int) -> Iterator[dict]:
-    """One JSON-ready row per text, in input order, computed in bounded batches."""
+OUTPUTS = ("embeddings", "logits", "labels", "entities", "answer")
+
+
+def run_rows(runtime, texts: Iterable[str], output: str, pooling: str, batch_size: int,
+             question: str | None = None) -> Iterator[dict]:
+    """One JSON-ready row per text, in input order, computed in bounded batches.
+
+    For `answer` each text is a context of `question`, or, without one, "question<TAB>context".
+    """
+    from kobert import tasks
     from kobert.runtimes.base import pool
 
     head_outputs = runtime.config.head_outputs
     if output == "logits" and not head_outputs:
         raise ValueError(f"{runtime.export_dir}: this model has no task head, so no logits (use --output embeddings)")
+    if output == "labels":
+        for text, label in tasks.iter_labels(runtime, texts, batch_size=batch_size):
+            yield {"text": text, **label}
+        return
+    if output == "entities":
+        for text, entities in tasks.iter_entities(runtime, texts, batch_size=batch_size):
+            yield {"text": text, "entities": entities}
+        return
+    if output == "answer":
+        for (q, context), answer in tasks.iter_answers(runtime, question_rows(texts, question), batch_size=batch_size):
+            yield {"text": context, "question": q, **answer}
+        return
     for text, outputs, mask in runtime.stream(texts, batch_size=batch_size):
         if output == "embeddings":
             yield {"text": text, "embedding": pool(outputs["last_hidden_state"], mask, pooling).tolist()}
@@ -125,6 +145,18 @@ def run_rows(runtime, texts: Iterable[str], output: str, pooling: str, batch_siz
             yield {"text": text, "logits": outputs[head_outputs[0]].tolist()}
         else:  # question answering: start and end logits
             yield {"text": text, "logits": {name: outputs[name].tolist() for name in head_outputs}}
+
+
+def question_rows(texts: Iterable[str], question: str | None) -> Iterator[tuple[str, str]]:
+    """(question, context) per text: `question` with each text, or each text split at its first TAB."""
+    for number, text in enumerate(texts, start=1):
+        if question is not None:
+            yield question, text
+            continue
+        q, tab, context = text.partition("\t")
+        if not tab:
+            raise ValueError(f"text {number}: expected 'question<TAB>context' (or pass --question Q)")
+        yield q, context
 
 
 # JSON leaves these unescaped, but `str.splitlines` (and many line readers) break lines on them.
@@ -144,7 +176,7 @@ def cmd_run(args) -> int:
     counter = Counter("run --input") if args.input else None
     with runtimes.load(args.dir, runtime=args.runtime, artifact=args.artifact, verify=not args.no_verify) as runtime:
         written = 0
-        for row in run_rows(runtime, texts, args.output, args.pooling, args.batch_size):
+        for row in run_rows(runtime, texts, args.output, args.pooling, args.batch_size, question=args.question):
             sys.stdout.write(json_line(row))
             written += 1
             if counter is not None:
@@ -264,7 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime", choices=list(registry.RUNTIMES), required=True)
     p.add_argument("--artifact", default=None, choices=[registry.REFERENCE, *registry.TARGETS],
                    help="which manifest artifact the runtime opens (e.g. tf2onnx, onnx-int8)")
-    p.add_argument("--output", choices=["embeddings", "logits"], default="embeddings")
+    p.add_argument("--output", choices=list(OUTPUTS), default="embeddings",
+                   help="embeddings; raw logits; labels (sequence classification); entities (token "
+                        "classification); answer (question answering: --question, or TEXT = question<TAB>context)")
+    p.add_argument("--question", default=None, help="with --output answer: the question every TEXT is a context of")
     p.add_argument("--pooling", choices=["cls", "mean"], default="cls")
     p.add_argument("--input", default=None, metavar="FILE",
                    help="a UTF-8 file with one text per line ('-' for stdin), streamed: one output line per input line")
