@@ -27,5 +27,8 @@ if [ ! -x .venv-hf4/bin/python ]; then "$PYTHON" -m venv .venv-hf4; fi
   2>&1 | grep -v "^WARNING: Location" || true
 .venv-hf4/bin/python -c "import torch, transformers; assert transformers.__version__.startswith('4.57.')" \
   || { echo "ci/setup.sh: the transformers 4.57 environment (.venv-hf4) failed to install" >&2; exit 1; }
+# Independent references for the task metrics (tests/test_task_metrics.py): seqeval's sdist builds only as PEP 517.
+.venv/bin/python -m pip install -q --use-pep517 "seqeval==1.2.2" "scipy==1.17.1" "scikit-learn==1.9.1" \
+  2>&1 | grep -v "^WARNING: Location" || true
 
 echo "ci/setup.sh: .venv and .venv-mxnet ready"

@@ -229,6 +229,21 @@ def cmd_eval_nsmc(args) -> int:
     return 0 if worst >= args.min_agreement else 1
 
 
+def cmd_eval_task(args) -> int:
+    from kobert.datasets import read_task
+    from kobert.evaluate import evaluate_task, task_table
+
+    data = read_task(args.eval_command, "eval", args.data_dir, args.limit)
+    results = evaluate_task(args.dir, args.eval_command, data, batch_size=args.batch_size)
+    print(task_table(args.eval_command, results, len(data)))
+    worst = min(r.agreement for r in results)
+    print(f"\nlowest agreement with torch: {100 * worst:.3f} %")
+    if args.eval_command == "qa":
+        print("note: KorQuAD 1.0 dev split by article (seed 0); trained on 80 % of its articles, scored on the "
+              "rest: not comparable to published dev scores")
+    return 0 if worst >= args.min_agreement else 1
+
+
 def cmd_setup_mxnet(args) -> int:
     from kobert.mxnet_env import ENV_VAR, setup_user_venv
 
@@ -335,6 +350,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_noise_options(e)
     e.add_argument("--min-agreement", type=float, default=0.999, help="exit 1 below this agreement with torch")
     e.set_defaults(func=cmd_eval_nsmc)
+    for task, what in (("ynat", "KLUE YNAT dev macro-F1"), ("ner", "KMOU 2016klp test strict entity F1"),
+                       ("sts", "KorSTS test Spearman (cross-encoder, and bi-encoder cosine)"),
+                       ("qa", "KorQuAD 1.0 held-out articles EM/F1")):
+        e = evals.add_parser(task, help=f"{what} and prediction agreement per runtime")
+        e.add_argument("dir", help="an export directory of a model fine-tuned with `kobert finetune " + task + "`")
+        e.add_argument("--data-dir", default=None, help="the shared data folder (default: $KOBERT_DATA_DIR, "
+                       "else ../shared/data next to the repository)")
+        e.add_argument("--limit", type=int, default=None, help="only the first N eval examples")
+        e.add_argument("--batch-size", type=positive_int, default=64)
+        add_noise_options(e)
+        e.add_argument("--min-agreement", type=float, default=0.999, help="exit 1 below this agreement with torch")
+        e.set_defaults(func=cmd_eval_task)
 
     p = commands.add_parser("setup-mxnet", help="create the per-user MXNet venv (mxnet 1.9.1, numpy<2) that the mxnet target runs in")
     p.add_argument("--python", default=None, metavar="PATH", help="base interpreter for the venv (default: this one)")

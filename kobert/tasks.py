@@ -168,6 +168,45 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=-1) / norms
 
 
+# --- gold data to token targets (fine-tuning and evaluation) -------------------------------------
+
+
+def token_tags(text: str, encoding, spans: list[tuple[int, int, str]]) -> list[str | None]:
+    """BIO tag per token of `encoding` (None for special tokens) from character spans (start, end, type).
+
+    A token belongs to the first span its characters (leading spaces aside: a
+    "▁" piece's offsets cover the space before it) overlap; the first token of a
+    span is B-, the others I-. So an entity that starts or ends inside a token
+    (a particle glued to a name: "홍길동이") is tagged on the tokens it touches.
+    """
+    tags: list[str | None] = []
+    seen: set[int] = set()
+    for index, special in enumerate(encoding.special_tokens_mask):
+        if special:
+            tags.append(None)
+            continue
+        start, end = encoding.offsets[index]
+        start += len(text[start:end]) - len(text[start:end].lstrip())
+        owner = next((k for k, (a, b, _) in enumerate(spans) if start < b and end > a and start < end), None)
+        if owner is None:
+            tags.append("O")
+            continue
+        tags.append(("I-" if owner in seen else "B-") + spans[owner][2])
+        seen.add(owner)
+    return tags
+
+
+def answer_tokens(encoding, start: int, end: int) -> tuple[int, int]:
+    """(first, last) token of the answer characters [start, end) in a QA window, or (0, 0) ([CLS])
+    when the window's context does not hold the whole answer."""
+    context = [i for i, s in enumerate(encoding.sequence_ids) if s == 1]
+    if not context or start < encoding.offsets[context[0]][0] or end > encoding.offsets[context[-1]][1]:
+        return 0, 0
+    first = next(i for i in context if encoding.offsets[i][1] > start)
+    last = next(i for i in reversed(context) if encoding.offsets[i][0] < end)
+    return (first, last) if first <= last else (0, 0)
+
+
 # --- streaming drivers over a runtime -------------------------------------------------------
 
 
