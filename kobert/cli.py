@@ -295,9 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--force", action="store_true",
                    help="replace an earlier kobert export (or an empty folder) at --out; anything else is refused")
-    p.add_argument("--eval-set", default=None, metavar="PATH",
-                   help="labelled TSV (text column document/text/sentence, label) for the int8 task gate; "
-                        "without it int8 and fp32 predicted labels are compared on the golden inputs")
+    p.add_argument("--eval-set", default=None, metavar="SET",
+                   help="data for the int8 task gate: nsmc|ynat|ner|sts|qa (that task's eval split in the shared "
+                        "data, gated on its metric), TASK:PATH (a file in that task's format), or a labelled TSV "
+                        "(text column document/text/sentence, label: accuracy); without it int8 and fp32 predicted "
+                        "labels of a sequence classifier are compared on the golden inputs")
     add_noise_options(p)
     p.set_defaults(func=cmd_export)
 

@@ -346,3 +346,14 @@ def read_task(task: str, split: str, data_dir: str | Path | None = None, limit: 
         chosen = train if split == "train" else held_out
         return chosen[:limit] if limit is not None else chosen
     raise ValueError(f"unknown task {task!r}")
+
+
+def read_task_file(task: str, path: str | Path, limit: int | None = None):
+    """One file in a task's own format, whole (a KorQuAD file is not split by article here)."""
+    readers = {"nsmc": read_nsmc, "ynat": read_ynat, "ner": read_kmou_ner, "sts": read_korsts}
+    if task == "qa":
+        examples = read_korquad(path)
+        return examples[:limit] if limit is not None else examples
+    if task not in readers:
+        raise ValueError(f"unknown task {task!r}")
+    return readers[task](path, limit)

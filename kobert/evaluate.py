@@ -91,6 +91,9 @@ TASK_METRICS = {
     "sts": ("spearman", "bi_encoder_spearman"),
     "qa": ("exact_match", "f1"),
 }
+# What the lossy tiers' task gate holds to fp32 (kobert.parity.metric_gate).
+GATED_METRICS = {"nsmc": ("accuracy",), "ynat": ("macro_f1",), "ner": ("entity_f1",), "sts": ("spearman",),
+                 "qa": ("exact_match", "f1")}
 TASK_HEADS = {"nsmc": "sequence_classification", "ynat": "sequence_classification",
               "ner": "token_classification", "sts": "sequence_classification", "qa": "question_answering"}
 # Regression scores (STS) count as the same prediction as torch's within this much.
