@@ -74,4 +74,10 @@ fi
 .venv/bin/python -c "import sentence_transformers" 2>/dev/null \
   || .venv/bin/python -m pip install -q -e ".[bench]" 2>&1 | grep -v "^WARNING: Location" || true
 
+# Independent references for the task metrics (tests/test_task_metrics.py): seqeval's sdist builds only as PEP 517.
+.venv/bin/python -m pip install -q --use-pep517 "seqeval==1.2.2" "scipy==1.17.1" "scikit-learn==1.9.1" \
+  2>&1 | grep -v "^WARNING: Location" || true
+
+echo "ci/setup.sh: .venv and .venv-mxnet ready"
+
 echo "ci/setup.sh: .venv, .venv-mxnet, .venv-hf4, web/node_modules and Chromium ready"

@@ -111,13 +111,33 @@ def read_lines(path: str) -> Iterator[str]:
             stream.close()
 
 
-def run_rows(runtime, texts: Iterable[str], output: str, pooling: str, batch_size: int) -> Iterator[dict]:
-    """One JSON-ready row per text, in input order, computed in bounded batches."""
+OUTPUTS = ("embeddings", "logits", "labels", "entities", "answer")
+
+
+def run_rows(runtime, texts: Iterable[str], output: str, pooling: str, batch_size: int,
+             question: str | None = None) -> Iterator[dict]:
+    """One JSON-ready row per text, in input order, computed in bounded batches.
+
+    For `answer` each text is a context of `question`, or, without one, "question<TAB>context".
+    """
+    from kobert import tasks
     from kobert.runtimes.base import pool
 
     head_outputs = runtime.config.head_outputs
     if output == "logits" and not head_outputs:
         raise ValueError(f"{runtime.export_dir}: this model has no task head, so no logits (use --output embeddings)")
+    if output == "labels":
+        for text, label in tasks.iter_labels(runtime, texts, batch_size=batch_size):
+            yield {"text": text, **label}
+        return
+    if output == "entities":
+        for text, entities in tasks.iter_entities(runtime, texts, batch_size=batch_size):
+            yield {"text": text, "entities": entities}
+        return
+    if output == "answer":
+        for (q, context), answer in tasks.iter_answers(runtime, question_rows(texts, question), batch_size=batch_size):
+            yield {"text": context, "question": q, **answer}
+        return
     for text, outputs, mask in runtime.stream(texts, batch_size=batch_size):
         if output == "embeddings":
             yield {"text": text, "embedding": pool(outputs["last_hidden_state"], mask, pooling).tolist()}
@@ -125,6 +145,18 @@ def run_rows(runtime, texts: Iterable[str], output: str, pooling: str, batch_siz
             yield {"text": text, "logits": outputs[head_outputs[0]].tolist()}
         else:  # question answering: start and end logits
             yield {"text": text, "logits": {name: outputs[name].tolist() for name in head_outputs}}
+
+
+def question_rows(texts: Iterable[str], question: str | None) -> Iterator[tuple[str, str]]:
+    """(question, context) per text: `question` with each text, or each text split at its first TAB."""
+    for number, text in enumerate(texts, start=1):
+        if question is not None:
+            yield question, text
+            continue
+        q, tab, context = text.partition("\t")
+        if not tab:
+            raise ValueError(f"text {number}: expected 'question<TAB>context' (or pass --question Q)")
+        yield q, context
 
 
 # JSON leaves these unescaped, but `str.splitlines` (and many line readers) break lines on them.
@@ -144,7 +176,7 @@ def cmd_run(args) -> int:
     counter = Counter("run --input") if args.input else None
     with runtimes.load(args.dir, runtime=args.runtime, artifact=args.artifact, verify=not args.no_verify) as runtime:
         written = 0
-        for row in run_rows(runtime, texts, args.output, args.pooling, args.batch_size):
+        for row in run_rows(runtime, texts, args.output, args.pooling, args.batch_size, question=args.question):
             sys.stdout.write(json_line(row))
             written += 1
             if counter is not None:
@@ -199,6 +231,21 @@ def cmd_eval_nsmc(args) -> int:
     return 0 if worst >= args.min_agreement else 1
 
 
+def cmd_eval_task(args) -> int:
+    from kobert.datasets import read_task
+    from kobert.evaluate import evaluate_task, task_table
+
+    data = read_task(args.eval_command, "eval", args.data_dir, args.limit)
+    results = evaluate_task(args.dir, args.eval_command, data, batch_size=args.batch_size)
+    print(task_table(args.eval_command, results, len(data)))
+    worst = min(r.agreement for r in results)
+    print(f"\nlowest agreement with torch: {100 * worst:.3f} %")
+    if args.eval_command == "qa":
+        print("note: KorQuAD 1.0 dev split by article (seed 0); trained on 80 % of its articles, scored on the "
+              "rest: not comparable to published dev scores")
+    return 0 if worst >= args.min_agreement else 1
+
+
 def cmd_setup_mxnet(args) -> int:
     from kobert.mxnet_env import ENV_VAR, setup_user_venv
 
@@ -250,9 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--force", action="store_true",
                    help="replace an earlier kobert export (or an empty folder) at --out; anything else is refused")
-    p.add_argument("--eval-set", default=None, metavar="PATH",
-                   help="labelled TSV (text column document/text/sentence, label) for the int8 task gate; "
-                        "without it int8 and fp32 predicted labels are compared on the golden inputs")
+    p.add_argument("--eval-set", default=None, metavar="SET",
+                   help="data for the int8 task gate: nsmc|ynat|ner|sts|qa (that task's eval split in the shared "
+                        "data, gated on its metric), TASK:PATH (a file in that task's format), or a labelled TSV "
+                        "(text column document/text/sentence, label: accuracy); without it int8 and fp32 predicted "
+                        "labels of a sequence classifier are compared on the golden inputs")
     add_noise_options(p)
     p.set_defaults(func=cmd_export)
 
@@ -266,7 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime", choices=list(registry.RUNTIMES), required=True)
     p.add_argument("--artifact", default=None, choices=[registry.REFERENCE, *registry.TARGETS],
                    help="which manifest artifact the runtime opens (e.g. tf2onnx, onnx-int8)")
-    p.add_argument("--output", choices=["embeddings", "logits"], default="embeddings")
+    p.add_argument("--output", choices=list(OUTPUTS), default="embeddings",
+                   help="embeddings; raw logits; labels (sequence classification); entities (token "
+                        "classification); answer (question answering: --question, or TEXT = question<TAB>context)")
+    p.add_argument("--question", default=None, help="with --output answer: the question every TEXT is a context of")
     p.add_argument("--pooling", choices=["cls", "mean"], default="cls")
     p.add_argument("--input", default=None, metavar="FILE",
                    help="a UTF-8 file with one text per line ('-' for stdin), streamed: one output line per input line")
@@ -306,6 +358,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_noise_options(e)
     e.add_argument("--min-agreement", type=float, default=0.999, help="exit 1 below this agreement with torch")
     e.set_defaults(func=cmd_eval_nsmc)
+    for task, what in (("ynat", "KLUE YNAT dev macro-F1"), ("ner", "KMOU 2016klp test strict entity F1"),
+                       ("sts", "KorSTS test Spearman (cross-encoder, and bi-encoder cosine)"),
+                       ("qa", "KorQuAD 1.0 held-out articles EM/F1")):
+        e = evals.add_parser(task, help=f"{what} and prediction agreement per runtime")
+        e.add_argument("dir", help="an export directory of a model fine-tuned with `kobert finetune " + task + "`")
+        e.add_argument("--data-dir", default=None, help="the shared data folder (default: $KOBERT_DATA_DIR, "
+                       "else ../shared/data next to the repository)")
+        e.add_argument("--limit", type=int, default=None, help="only the first N eval examples")
+        e.add_argument("--batch-size", type=positive_int, default=64)
+        add_noise_options(e)
+        e.add_argument("--min-agreement", type=float, default=0.999, help="exit 1 below this agreement with torch")
+        e.set_defaults(func=cmd_eval_task)
 
     p = commands.add_parser("setup-mxnet", help="create the per-user MXNet venv (mxnet 1.9.1, numpy<2) that the mxnet target runs in")
     p.add_argument("--python", default=None, metavar="PATH", help="base interpreter for the venv (default: this one)")

@@ -1,19 +1,26 @@
-"""Labelled Korean text files: the one reader every command uses.
+"""Korean task data: the one set of readers every command uses.
+
+Export's int8 task gate (`--eval-set`), `kobert finetune`, `kobert eval`, `kobert
+bench` and the benchmarks all read their data here, so they all score the same
+examples.
 
 NSMC files are TSVs with a header `id  document  label`; documents that contain
-`"` are CSV-quoted (as in the official files) and a few are empty. Export's int8
-task gate (`--eval-set`), `kobert finetune`, `kobert eval`, `kobert bench` and
-the benchmarks all read them here, so they all score the same texts.
-
-They are read from a local directory (`--nsmc-dir`, else $KOBERT_NSMC_DIR, else
+`"` are CSV-quoted (as in the official files) and a few are empty. They are read
+from a local directory (`--nsmc-dir`, else $KOBERT_NSMC_DIR, else
 `../shared/data/nsmc` next to the repository), or downloaded from the dataset's
 official location when that fails and the machine is online.
+
+The other tasks (`read_task`: YNAT, KMOU NER, KorSTS, KorQuAD 1.0) are read from
+the shared data folder ($KOBERT_DATA_DIR, else `../shared/data`); see
+TASK_FILES and each reader for the file formats.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
+import re
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,3 +124,236 @@ def locate_nsmc(nsmc_dir: str | Path | None = None) -> Path:
     return download_nsmc()
 
 
+
+
+# --- the other Korean tasks: files under the shared data folder ----------------------------------
+#
+# Paths are relative to the shared data folder ($KOBERT_DATA_DIR, else ../shared/data next to the
+# repository; its MANIFEST.md says where each file comes from). `task_file` finds one and names
+# what is missing when it is not there.
+
+TASK_FILES = {
+    ("ynat", "train"): "klue/ynat-v1.1_derived/ynat_train.tsv",
+    ("ynat", "eval"): "klue/ynat-v1.1_derived/ynat_dev.tsv",
+    ("ner", "train"): "ner/kmou_2016klp/ner.train",
+    ("ner", "eval"): "ner/kmou_2016klp/ner.test",
+    ("sts", "train"): "kornlu/KorSTS/sts-train.tsv",
+    ("sts", "eval"): "kornlu/KorSTS/sts-test.tsv",
+    # KorQuAD 1.0 train is not available here: both splits come from dev (see split_by_article).
+    ("qa", "train"): "korquad/KorQuAD_v1.0_dev.json",
+    ("qa", "eval"): "korquad/KorQuAD_v1.0_dev.json",
+}
+# KLUE YNAT's label ids (klue-benchmark order); the derived TSVs carry the names.
+YNAT_LABELS = ("IT과학", "경제", "사회", "생활문화", "세계", "스포츠", "정치")
+# KMOU 2016klp entity types: person, location, organisation, date, time.
+NER_TYPES = ("PS", "LC", "OG", "DT", "TI")
+NER_LABELS = ("O",) + tuple(f"{prefix}-{kind}" for kind in NER_TYPES for prefix in ("B", "I"))
+# KorQuAD 1.0 has only its dev set here: split by article, this share for training.
+QA_TRAIN_SHARE = 0.8
+QA_SPLIT_SEED = 0
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("KOBERT_DATA_DIR") or REPO_ROOT.parent / "shared" / "data")
+
+
+def task_file(task: str, split: str, data_dir: str | Path | None = None) -> Path:
+    """The file of a task's split ("train" or "eval") under the shared data folder."""
+    try:
+        relative = TASK_FILES[(task, split)]
+    except KeyError:
+        raise ValueError(f"no {split!r} data for task {task!r}") from None
+    path = Path(data_dir or default_data_dir()) / relative
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing ({task} {split} data; pass --data-dir with the shared data "
+                                "folder, or set KOBERT_DATA_DIR)")
+    return path
+
+
+def _tsv_rows(path: Path, quoting: int = csv.QUOTE_MINIMAL):
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            yield from enumerate(csv.reader(f, delimiter="\t", quoting=quoting), start=1)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not valid UTF-8 (byte {e.start} of a read block)") from None
+
+
+def read_ynat(path: str | Path, limit: int | None = None) -> LabelledTexts:
+    """KLUE YNAT `label<TAB>title` rows (a `label text` header, or none as in the dev file), quote-aware
+    (one train title holds a TAB); labels are ids into YNAT_LABELS."""
+    path = Path(path)
+    texts, labels = [], []
+    for number, row in _tsv_rows(path):
+        if limit is not None and len(texts) >= limit:
+            break
+        if not row or (number == 1 and [c.strip().lower() for c in row] == ["label", "text"]):
+            continue
+        if len(row) != 2 or row[0] not in YNAT_LABELS:
+            raise ValueError(f"{path}:{number}: expected 'label<TAB>title' with a label in "
+                             f"{', '.join(YNAT_LABELS)}, got {row!r}")
+        labels.append(YNAT_LABELS.index(row[0]))
+        texts.append(row[1])
+    if not texts:
+        raise ValueError(f"{path}: no labelled rows")
+    return LabelledTexts(texts, labels, str(path))
+
+
+@dataclass
+class EntitySentence:
+    """A sentence and its entities as character spans: (start, end, type), end exclusive."""
+
+    text: str
+    spans: list[tuple[int, int, str]]
+
+
+_KMOU_ENTITY = re.compile(r"<([^<>]*?):([A-Z]{2})>")
+
+
+def read_kmou_ner(path: str | Path, limit: int | None = None) -> list[EntitySentence]:
+    """KMOU 2016klp NER: per sentence a `; raw sentence` line, a `$tagged sentence` line with
+    `<words:TYPE>` marks, then morpheme rows (not needed: the marks give the character spans)."""
+    path = Path(path)
+    sentences: list[EntitySentence] = []
+    raw = None
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not valid UTF-8 (byte {e.start})") from None
+    for number, line in enumerate(lines, start=1):
+        if line.startswith("; "):
+            raw = line[2:]
+        elif line.startswith("$") and raw is not None:
+            sentence = _untag(line[1:])
+            if sentence.text != raw:
+                raise ValueError(f"{path}:{number}: the tagged sentence without its marks differs from the "
+                                 f"raw sentence above it")
+            sentences.append(sentence)
+            raw = None
+            if limit is not None and len(sentences) >= limit:
+                break
+    if not sentences:
+        raise ValueError(f"{path}: no '; sentence' + '$tagged sentence' pairs (not a KMOU NER file?)")
+    return sentences
+
+
+def _untag(tagged: str) -> EntitySentence:
+    parts, spans, position, length = [], [], 0, 0
+    for mark in _KMOU_ENTITY.finditer(tagged):
+        before = tagged[position:mark.start()]
+        parts += [before, mark.group(1)]
+        length += len(before)
+        spans.append((length, length + len(mark.group(1)), mark.group(2)))
+        length += len(mark.group(1))
+        position = mark.end()
+    parts.append(tagged[position:])
+    return EntitySentence("".join(parts), spans)
+
+
+@dataclass
+class ScoredPairs:
+    firsts: list[str]
+    seconds: list[str]
+    scores: list[float]
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+def read_korsts(path: str | Path, limit: int | None = None) -> ScoredPairs:
+    """KorSTS TSV (genre filename year id score sentence1 sentence2, with a header). Not quote-aware:
+    sentences contain bare `"` characters, as in the official reader (csv.QUOTE_NONE)."""
+    path = Path(path)
+    firsts, seconds, scores = [], [], []
+    header = None
+    for number, row in _tsv_rows(path, quoting=csv.QUOTE_NONE):
+        if header is None:
+            header = row
+            if not {"score", "sentence1", "sentence2"} <= set(header):
+                raise ValueError(f"{path}: expected a header with score, sentence1, sentence2; got {header}")
+            continue
+        if limit is not None and len(scores) >= limit:
+            break
+        if not row:
+            continue
+        fields = dict(zip(header, row))
+        try:
+            scores.append(float(fields["score"]))
+            firsts.append(fields["sentence1"])
+            seconds.append(fields["sentence2"])
+        except (KeyError, ValueError):
+            raise ValueError(f"{path}:{number}: expected {len(header)} fields with a numeric score, got {row!r}") from None
+    if not scores:
+        raise ValueError(f"{path}: no scored pairs")
+    return ScoredPairs(firsts, seconds, scores, str(path))
+
+
+@dataclass
+class QuestionExample:
+    id: str
+    question: str
+    context: str
+    answers: list[tuple[str, int]]  # (text, character start in context)
+    article: str
+
+
+def read_korquad(path: str | Path) -> list[QuestionExample]:
+    """Every question of a KorQuAD 1.0 (SQuAD-format) JSON file, with its article title."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))["data"]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a SQuAD-format JSON file ({e})") from None
+    examples = []
+    for article in data:
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                answers = [(a["text"], int(a["answer_start"])) for a in qa["answers"]]
+                examples.append(QuestionExample(str(qa["id"]), qa["question"], paragraph["context"], answers,
+                                                article["title"]))
+    if not examples:
+        raise ValueError(f"{path}: no questions")
+    return examples
+
+
+def split_by_article(examples: list[QuestionExample], train_share: float = QA_TRAIN_SHARE,
+                     seed: int = QA_SPLIT_SEED) -> tuple[list[QuestionExample], list[QuestionExample]]:
+    """(train, held-out): whole articles shuffled with `seed`, the first `train_share` of them for training,
+    so no context of the held-out part was seen in training."""
+    import random
+
+    titles = sorted({e.article for e in examples})
+    random.Random(seed).shuffle(titles)
+    train_titles = set(titles[:round(train_share * len(titles))])
+    return ([e for e in examples if e.article in train_titles], [e for e in examples if e.article not in train_titles])
+
+
+def read_task(task: str, split: str, data_dir: str | Path | None = None, limit: int | None = None):
+    """A task's train or eval data: LabelledTexts (nsmc, ynat), EntitySentences (ner), ScoredPairs (sts),
+    QuestionExamples (qa: train = 80 % of KorQuAD dev's articles, eval = the other 20 %)."""
+    if task == "nsmc":
+        base = Path(data_dir) / "nsmc" if data_dir else None
+        return read_nsmc(locate_nsmc(base) / NSMC_FILES["train" if split == "train" else "test"], limit)
+    path = task_file(task, split, data_dir)
+    if task == "ynat":
+        return read_ynat(path, limit)
+    if task == "ner":
+        return read_kmou_ner(path, limit)
+    if task == "sts":
+        return read_korsts(path, limit)
+    if task == "qa":
+        train, held_out = split_by_article(read_korquad(path))
+        chosen = train if split == "train" else held_out
+        return chosen[:limit] if limit is not None else chosen
+    raise ValueError(f"unknown task {task!r}")
+
+
+def read_task_file(task: str, path: str | Path, limit: int | None = None):
+    """One file in a task's own format, whole (a KorQuAD file is not split by article here)."""
+    readers = {"nsmc": read_nsmc, "ynat": read_ynat, "ner": read_kmou_ner, "sts": read_korsts}
+    if task == "qa":
+        examples = read_korquad(path)
+        return examples[:limit] if limit is not None else examples
+    if task not in readers:
+        raise ValueError(f"unknown task {task!r}")
+    return readers[task](path, limit)

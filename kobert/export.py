@@ -8,7 +8,6 @@ at the destination.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shutil
@@ -22,7 +21,8 @@ import numpy as np
 
 from kobert import registry
 from kobert.checkpoint import LoadedCheckpoint, load_checkpoint, save_hf_checkpoint
-from kobert.parity import FP32_TOLERANCE, GATES, ArtifactParity, ParityReport, check_runtime, golden_cases, task_gate
+from kobert.parity import (FP32_TOLERANCE, GATES, ArtifactParity, ParityReport, check_runtime, golden_cases,
+                           metric_gate, task_gate)
 from kobert.progress import say
 from kobert.runtimes.base import IntegrityError, files_under, read_manifest, sha256_file, verify_files
 
@@ -87,25 +87,79 @@ def read_eval_set(path: str | Path) -> tuple[list[str], np.ndarray]:
     return data.texts, np.asarray(data.labels)
 
 
+@dataclass
+class EvalSet:
+    """What `--eval-set` names: a task's eval data (`task` set), or a labelled TSV (`task` None)."""
+
+    task: str | None
+    data: object
+    source: str  # for the report: " ner.test", " eval.tsv"
+
+
+def load_eval_set(spec: str | Path) -> EvalSet:
+    """`--eval-set`: TASK (the task's eval split in the shared data), TASK:PATH (a file in that task's
+    format), or the PATH of a labelled TSV (text and label columns: accuracy, as before)."""
+    from kobert import datasets
+    from kobert.evaluate import TASK_METRICS
+
+    text = str(spec)
+    task, colon, path = text.partition(":")
+    if task in TASK_METRICS and (colon or not Path(text).exists()):
+        if path and not Path(path).is_file():
+            raise ExportError(f"{path}: eval set not found")
+        try:
+            data = datasets.read_task_file(task, path) if path else datasets.read_task(task, "eval")
+        except (FileNotFoundError, ValueError) as e:
+            raise ExportError(f"--eval-set {text}: {e}") from None
+        return EvalSet(task, data, f" {Path(path).name if path else task + ' eval split'}")
+    if not Path(text).is_file():
+        raise ExportError(f"{text}: eval set not found (a labelled TSV, or TASK / TASK:PATH with TASK one of "
+                          f"{', '.join(TASK_METRICS)})")
+    texts, labels = read_eval_set(text)
+    return EvalSet(None, (texts, labels), f" {Path(text).name}")
+
+
 def _logits_over(runtime, encoded: list[dict]) -> np.ndarray:
     return np.concatenate([runtime.run(**batch)["logits"] for batch in encoded])
 
 
 class _TaskData:
-    """Inputs and fp32 reference logits for the int8 task gate, computed once per export."""
+    """What the lossy tiers' task gate compares with, computed once per export on the fp32 reference:
+    the task's metrics on its eval set, or, for a sequence classifier, logits on a labelled TSV or
+    on the golden inputs."""
 
-    def __init__(self, reference_runtime, cases, reference: dict, eval_set):
-        self.labels = None
-        self.source = ""
+    def __init__(self, reference_runtime, cases, reference: dict, eval_set: EvalSet | None):
+        from kobert.evaluate import predict, score
+
+        self.eval_set, self.labels, self.source = eval_set, None, ""
+        if eval_set is not None and eval_set.task is not None:
+            self.reference_metrics = score(eval_set.task, predict(eval_set.task, reference_runtime, eval_set.data),
+                                           eval_set.data)
+            return
         if eval_set is None:
             self.encoded = [case.inputs() for case in cases]
             self.reference_logits = np.concatenate([reference[case.name]["logits"] for case in cases])
             return
-        texts, self.labels = read_eval_set(eval_set)
-        self.source = f" {Path(eval_set).name}"
+        texts, self.labels = eval_set.data
+        self.source = eval_set.source
         # The runtimes' own encoder, so the gate scores exactly what `kobert eval` and `kobert run` see.
         self.encoded = [reference_runtime.encode(texts[start:start + 32]) for start in range(0, len(texts), 32)]
         self.reference_logits = _logits_over(reference_runtime, self.encoded)
+
+    def judge(self, runtime, gate) -> tuple[str, dict, str]:
+        """(check result, figures for parity.json, what the check was judged against)."""
+        from kobert.evaluate import GATED_METRICS, predict, score
+
+        if self.eval_set is not None and self.eval_set.task is not None:
+            task, data = self.eval_set.task, self.eval_set.data
+            gated = GATED_METRICS[task]
+            check, figures = metric_gate(task, gated, self.reference_metrics, score(task, predict(task, runtime, data), data),
+                                         gate.max_metric_delta_points, len(data), self.eval_set.source)
+            limits = ", ".join(f"{m} within {gate.max_metric_delta_points[m]}" for m in gated)
+            return check, figures, f"{limits} points of fp32"
+        check, figures = task_gate(self.reference_logits, _logits_over(runtime, self.encoded), self.labels,
+                                   gate.max_accuracy_delta_points, self.source)
+        return check, figures, f"accuracy within {gate.max_accuracy_delta_points} points of fp32"
 
 
 def verify_export(export_dir: Path, manifest: dict) -> dict[str, str]:
@@ -123,30 +177,22 @@ def verify_export(export_dir: Path, manifest: dict) -> dict[str, str]:
     return problems
 
 
-def _judge_task(parity: ArtifactParity, runtime, gate, config, task_data) -> None:
-    """The int8 task gate: a sequence classifier's accuracy (or label agreement) against fp32."""
-    if config.head != "sequence_classification":
-        parity.task = {"measured_on": "nothing: the task gate needs a sequence-classification head"}
-        return
-    data = task_data()
-    parity.checks["task"], parity.task = task_gate(data.reference_logits, _logits_over(runtime, data.encoded),
-                                                   data.labels, gate.max_accuracy_delta_points, data.source)
-    parity.check_tolerances["task"] = f"accuracy within {gate.max_accuracy_delta_points} points of fp32"
-
-
 def check_parity(export_dir: Path, manifest: dict, tolerance: float = FP32_TOLERANCE,
-                 eval_set: str | Path | None = None) -> ParityReport:
+                 eval_set: str | Path | EvalSet | None = None) -> ParityReport:
     """Run every artifact of an export directory against the reference checkpoint stored in it.
 
     Every file is first checked against the manifest's sha256: a file that
     differs fails its artifact (a modified reference or tokenizer fails them
-    all). Each artifact is then judged by its registry gate; int8 tiers of a
-    sequence classifier also by the task gate, on `eval_set` when given.
+    all). Each artifact is then judged by its registry gate; int8 tiers also by
+    the task gate: on `eval_set` when given (see `load_eval_set`), else, for a
+    sequence classifier, on the golden inputs' predicted labels.
     """
     from kobert import runtimes
     from kobert.config import KoBertConfig
 
     config = KoBertConfig.from_hf_dict(manifest["config"], source=f"{export_dir}/manifest.json")
+    if eval_set is not None and not isinstance(eval_set, EvalSet):
+        eval_set = load_eval_set(eval_set)
     report = ParityReport(tolerance=tolerance)
     problems = verify_export(export_dir, manifest)
     shared_problem = problems.get(registry.REFERENCE) or problems.get("tokenizer")
@@ -158,8 +204,7 @@ def check_parity(export_dir: Path, manifest: dict, tolerance: float = FP32_TOLER
         tokenizer = reference_runtime.tokenizer if manifest.get("tokenizer") else None
         cases = golden_cases(config.vocab_size, config.max_position_embeddings, tokenizer)
         reference = {case.name: reference_runtime.run(**case.inputs()) for case in cases}
-        # Built on first use: only an int8 tier of a classifier needs the eval set's reference logits.
-        task_data = functools.cache(lambda: _TaskData(reference_runtime, cases, reference, eval_set))
+        task_data = None  # built on first use: only an int8 tier needs the eval set's reference outputs
         for number, artifact in enumerate(manifest["artifacts"], start=1):
             say(f"parity {number}/{len(manifest['artifacts'])}: {artifact}")
             target = registry.TARGETS.get(artifact)
@@ -176,7 +221,14 @@ def check_parity(export_dir: Path, manifest: dict, tolerance: float = FP32_TOLER
             with runtime:
                 parity = check_runtime(artifact, runtime, reference, cases, gate, config.per_token_outputs)
                 if gate.task_gate and not parity.error:
-                    _judge_task(parity, runtime, gate, config, task_data)
+                    if config.head != "sequence_classification" and (eval_set is None or eval_set.task is None):
+                        parity.task = {"measured_on": "nothing: without --eval-set TASK the task gate needs a "
+                                                      "sequence-classification head"}
+                    else:
+                        if task_data is None:
+                            task_data = _TaskData(reference_runtime, cases, reference, eval_set)
+                        parity.checks["task"], parity.task, parity.check_tolerances["task"] = task_data.judge(
+                            runtime, gate)
             report.artifacts[artifact] = parity
     return report
 
@@ -185,18 +237,26 @@ def export(src: str | Path, out: str | Path, targets: str | list[str] | None = N
            tokenizer: str | Path | None = None, force: bool = False,
            tolerance: float = FP32_TOLERANCE, loaded: LoadedCheckpoint | None = None,
            eval_set: str | Path | None = None) -> ExportResult:
-    """`eval_set`: a labelled TSV for the int8 task gate (see `read_eval_set`); without one the
-    gate compares int8 and fp32 predicted labels on the golden inputs.
+    """`eval_set`: the int8 task gate's data (see `load_eval_set`): a task's eval set, gated on its
+    metric, or a labelled TSV, gated on accuracy; without one the gate compares int8 and fp32
+    predicted labels of a sequence classifier on the golden inputs.
 
     `force` replaces an earlier kobert export (a folder with its manifest.json)
     or an empty folder; any other existing `out` is refused and left untouched.
     """
     targets = parse_targets(targets)
-    if eval_set is not None and not Path(eval_set).is_file():
-        raise ExportError(f"{eval_set}: eval set not found")
+    if eval_set is not None:
+        eval_set = load_eval_set(eval_set)
     out = Path(out).absolute()
     check_destination(out, force)
     loaded = loaded or load_checkpoint(src)
+    if eval_set is not None and eval_set.task is not None:
+        from kobert.evaluate import check_head
+
+        try:
+            check_head(eval_set.task, loaded.config)
+        except ValueError as e:
+            raise ExportError(f"--eval-set {eval_set.task}: {e}") from None
     tokenizer_path = find_tokenizer(loaded.path, tokenizer)
 
     remove_stale_staging(out)

@@ -27,6 +27,12 @@ FP32_TOLERANCE = 1e-4
 MEAN_EMBEDDING = "mean_embedding"
 
 
+# How far a lossy tier's task metric may fall from fp32's, in points (x 100), on the task's eval set:
+# classification 0.3, the span and ranking metrics 0.5.
+TASK_METRIC_POINTS = {"accuracy": 0.3, "macro_f1": 0.3, "entity_f1": 0.5, "exact_match": 0.5, "f1": 0.5,
+                      "spearman": 0.5}
+
+
 @dataclass(frozen=True)
 class ParityGate:
     """What one tier must meet; plain fp32 artifacts are judged by GATES["fp32"] (max-abs only).
@@ -42,6 +48,8 @@ class ParityGate:
     cosine_outputs: tuple[str, ...] = ("pooler_output", MEAN_EMBEDDING)
     task_gate: bool = False
     max_accuracy_delta_points: float = 0.3
+    # On a task's own eval set (`--eval-set TASK[:PATH]`): each gated metric within these points of fp32.
+    max_metric_delta_points: dict[str, float] = field(default_factory=lambda: dict(TASK_METRIC_POINTS))
 
     def output_failures(self, name: str, s: "OutputStats") -> list[str]:
         found = []
@@ -378,3 +386,19 @@ def task_gate(reference_logits: np.ndarray, candidate_logits: np.ndarray, labels
         what = f"accuracy {cand_acc:.2%} vs fp32 {ref_acc:.2%} on {ref.size} labelled examples"
     ok = abs(delta) <= max_delta_points
     return ("ok" if ok else f"{what}: {abs(delta):.2f} points > {max_delta_points}"), figures
+
+
+def metric_gate(task: str, gated: tuple[str, ...], reference: dict[str, float], candidate: dict[str, float],
+                limits: dict[str, float], examples: int, source: str = "") -> tuple[str, dict]:
+    """Any task on its own eval set: each gated metric (in points) within `limits[metric]` of fp32's.
+
+    Returns the check result ("ok" or what failed) and the figures for parity.json.
+    """
+    figures = {"measured_on": f"{task} eval set{source}", "examples": examples,
+               "fp32": {m: reference[m] for m in gated}, "metrics": {m: candidate[m] for m in gated},
+               "delta_points": {m: candidate[m] - reference[m] for m in gated},
+               "max_delta_points": {m: limits[m] for m in gated}}
+    failed = [f"{m} {candidate[m]:.2f} vs fp32 {reference[m]:.2f} on {examples} examples: "
+              f"{abs(candidate[m] - reference[m]):.2f} points > {limits[m]}"
+              for m in gated if not abs(candidate[m] - reference[m]) <= limits[m]]
+    return ("ok" if not failed else "; ".join(failed)), figures

@@ -225,28 +225,85 @@ class Runtime:
         """(text, its outputs, its attention mask) per text, in input order, from any iterable.
 
         Per-token outputs and the mask are cut to the text's own length.
+        """
+        rows = texts if pairs is None else zip(texts, pairs)
 
-        Texts are read in windows of `WINDOW_BATCHES` batches; inside a window they
-        are sorted by length so a batch pads little, then given back in input
-        order. Memory holds one window, whatever the number of texts.
+        def encode(window):
+            firsts = window if pairs is None else [a for a, _ in window]
+            seconds = None if pairs is None else [b for _, b in window]
+            return [[encoding] for encoding in self.text_encoder.encodings(firsts, seconds)]
+
+        for row, [(encoding, outputs)] in self.stream_encoded(rows, encode, batch_size):
+            yield (row if pairs is None else row[0]), outputs, np.ones(len(encoding.ids), dtype=np.int64)
+
+    def stream_encoded(self, rows: Iterable, encode, batch_size: int = DEFAULT_BATCH_SIZE,
+                       keep: tuple[str, ...] | None = None) -> Iterator[tuple[object, list[tuple[object, dict]]]]:
+        """(row, [(encoding, its outputs) for each of the row's encodings]) in input order.
+
+        `encode(rows)` gives each row's list of tokenizer `Encoding`s: one for a text or
+        a pair, several for a question whose context runs over windows. `keep` names
+        the outputs worth holding (all when None): a long context's windows need only
+        their logits, not their hidden states.
+
+        Rows are read in windows of `WINDOW_BATCHES` batches; inside a window their
+        encodings are sorted by length so a batch pads little, then given back in
+        input order. Memory holds one window, whatever the number of rows.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        rows = texts if pairs is None else zip(texts, pairs)
+        names = [n for n in self.output_names if keep is None or n in keep]
         for window in windows(rows, batch_size * WINDOW_BATCHES):
-            firsts = window if pairs is None else [a for a, _ in window]
-            seconds = None if pairs is None else [b for _, b in window]
-            encodings = self.text_encoder.encodings(firsts, seconds)
-            results: list = [None] * len(window)
-            for batch in length_sorted_batches([len(e) for e in encodings], batch_size):
-                inputs = self.text_encoder.arrays([encodings[i] for i in batch])
-                outputs = self.run(**inputs)
+            per_row = encode(window)
+            flat = [(row, position, encoding) for row, encodings in enumerate(per_row)
+                    for position, encoding in enumerate(encodings)]
+            results = [[None] * len(encodings) for encodings in per_row]
+            for batch in length_sorted_batches([len(e.ids) for _, _, e in flat], batch_size):
+                outputs = self.run(**self.text_encoder.arrays([flat[i][2] for i in batch]))
                 for k, i in enumerate(batch):
-                    length = int(inputs["attention_mask"][k].sum())
-                    results[i] = (firsts[i],
-                                  {name: _row(value[k], name, length, self.config) for name, value in outputs.items()},
-                                  inputs["attention_mask"][k, :length])
-            yield from results
+                    row, position, encoding = flat[i]
+                    length = len(encoding.ids)
+                    results[row][position] = (encoding, {name: _row(outputs[name][k], name, length, self.config)
+                                                         for name in names})
+            yield from zip(window, results)
+
+    # --- task outputs (the decoding is kobert.tasks, framework-free) ------------------
+
+    def classify(self, texts: Iterable[str], pairs: Iterable[str] | None = None,
+                 batch_size: int = DEFAULT_BATCH_SIZE) -> list[dict]:
+        """{"label", "score"} per text (or pair), as transformers' text-classification pipeline;
+        {"score"} (the raw logit) for a 1-label regression head."""
+        from kobert import tasks
+
+        rows = tasks.iter_labels(self, _texts(texts), None if pairs is None else _texts(pairs), batch_size)
+        return [label for _, label in rows]
+
+    def entities(self, texts: Iterable[str], batch_size: int = DEFAULT_BATCH_SIZE) -> list[list[dict]]:
+        """Per text, its entities {"entity_group", "score", "word", "start", "end"} (character
+        offsets into the text), as transformers' token-classification pipeline with
+        aggregation_strategy="simple"."""
+        from kobert import tasks
+
+        return [entities for _, entities in tasks.iter_entities(self, _texts(texts), batch_size)]
+
+    def answer(self, questions: Iterable[str], contexts: Iterable[str], doc_stride: int = 128,
+               max_answer_len: int = 30, max_seq_len: int = 384,
+               batch_size: int = DEFAULT_BATCH_SIZE) -> list[dict]:
+        """{"answer", "score", "start", "end"} per (question, context), long contexts read in
+        windows overlapping by `doc_stride`, as transformers' question-answering pipeline
+        (token offsets: see kobert.tasks.best_answer)."""
+        from kobert import tasks
+
+        rows = tasks.paired(_texts(questions), _texts(contexts), ("questions", "contexts"))
+        answers = tasks.iter_answers(self, rows, doc_stride=doc_stride, max_answer_len=max_answer_len,
+                                     max_seq_len=max_seq_len, batch_size=batch_size)
+        return [answer for _, answer in answers]
+
+    def similarity(self, a: Iterable[str], b: Iterable[str], pooling: str = "mean",
+                   batch_size: int = DEFAULT_BATCH_SIZE) -> list[float]:
+        """Cosine similarity of the sentence embeddings of a[i] and b[i]."""
+        from kobert import tasks
+
+        return list(tasks.iter_similarities(self, _texts(a), _texts(b), pooling, batch_size))
 
     def embed(self, texts: Iterable[str], pooling: str = "cls", normalize: bool = False,
               batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:

@@ -104,3 +104,45 @@ def gemm_session(x: np.ndarray, w: np.ndarray):
             return tx @ tw
 
     return call
+
+
+class InMemoryRuntime(Runtime):
+    """A transformers model being trained, with the runtime API: fine-tuning scores its model with the
+    same task code `kobert eval` runs on an export (no export folder, so nothing to verify)."""
+
+    name = "torch"
+
+    def __init__(self, model, config, tokenizer_dir: Path, max_length: int):
+        import threading
+
+        from kobert.encoding import TextEncoder
+
+        self.export_dir = Path(tokenizer_dir)
+        self.manifest, self.artifact, self.entry, self.verify = {}, "in-memory", {}, False
+        self.config = config
+        self.output_names = list(config.output_names)
+        self.max_length = config.max_position_embeddings
+        self._encoder = TextEncoder(tokenizer_dir, min(max_length, self.max_length), config.vocab_size)
+        self._tokenizer = None
+        self._tokenizer_lock = threading.Lock()
+        self.model = model
+
+    def _forward(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One forward of the whole model (in eval mode, on its device); the hidden states and pooled
+        output are read from it rather than from a second encoder call."""
+        model = self.model
+        device = next(model.parameters()).device
+        tensors = {name: torch.from_numpy(np.asarray(a, dtype=np.int64)).to(device) for name, a in inputs.items()}
+        training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                full = model(**tensors, output_hidden_states=True)
+                outputs = {"last_hidden_state": full.hidden_states[-1]}
+                if self.config.has_pooler:
+                    outputs["pooler_output"] = model.bert.pooler(full.hidden_states[-1])
+                for name in self.config.head_outputs:
+                    outputs[name] = getattr(full, name)
+        finally:
+            model.train(training)
+        return {name: t.float().cpu().numpy() for name, t in outputs.items()}

@@ -1,4 +1,4 @@
-"""`kobert shards`, `kobert pretrain`, `kobert finetune nsmc`: parse, call one library function, print.
+"""`kobert shards`, `kobert pretrain`, `kobert finetune nsmc|ynat|ner|sts|qa`: parse, call one library function, print.
 
 `add_training_commands` plugs these into the main `kobert` parser. This module also runs
 on its own, which is how torchrun starts a data-parallel pretraining run:
@@ -52,6 +52,22 @@ def cmd_finetune_nsmc(args) -> int:
                            train_limit=args.train_limit, seed=args.seed, device=args.device, progress=not args.quiet)
     print(f"NSMC test accuracy {result['accuracy']:.4f} on {result['test_examples']:,} reviews; "
           f"wrote the classifier and eval.json to {args.out}")
+    return 0
+
+
+def cmd_finetune_task(args) -> int:
+    from kobert.training.finetune import FinetuneConfig, finetune
+
+    cfg = FinetuneConfig(args.task, args.checkpoint, args.out, data_dir=args.data_dir, epochs=args.epochs,
+                         max_steps=args.max_steps, max_length=args.max_length, doc_stride=args.doc_stride,
+                         batch_size=args.batch_size, lr=args.lr, limit=args.limit, train_limit=args.train_limit,
+                         seed=args.seed, device=args.device, log_every=args.log_every,
+                         checkpoint_every=args.checkpoint_every, progress=not args.quiet)
+    result = finetune(cfg)
+    print(f"{args.task}: {result['metric']} {result[result['metric']]:.2f} on {result['eval_examples']:,} eval "
+          f"examples after {result['steps']} steps; wrote the model, eval.json, log.csv and loss.png to {args.out}")
+    if "note" in result:
+        print(f"note: {result['note']}")
     return 0
 
 
@@ -115,6 +131,33 @@ def add_training_commands(commands) -> None:
     t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_finetune_nsmc)
+
+    from kobert.training.finetune import TASKS
+
+    for name, task in TASKS.items():
+        if name == "nsmc":
+            continue
+        t = tasks.add_parser(name, help=task.summary)
+        t.add_argument("--checkpoint", required=True, help="Hugging Face checkpoint dir, or 'default' (the shipped model's "
+                       "encoder; its head is replaced)")
+        t.add_argument("--out", required=True, help="run folder: model, eval.json, log.csv, loss.png, checkpoints/")
+        t.add_argument("--data-dir", default=None, help="the shared data folder (default: $KOBERT_DATA_DIR, "
+                       "else ../shared/data next to the repository)")
+        t.add_argument("--epochs", type=int, default=2)
+        t.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
+        t.add_argument("--max-length", type=int, default=384 if name == "qa" else 128,
+                       help="tokens per text" + (" window (question included)" if name == "qa" else ""))
+        t.add_argument("--doc-stride", type=int, default=128, help="QA: overlap of a long context's windows, in tokens")
+        t.add_argument("--batch-size", type=int, default=32)
+        t.add_argument("--lr", type=float, default=5e-5)
+        t.add_argument("--limit", type=int, default=None, help="use only the first N train and N eval examples")
+        t.add_argument("--train-limit", type=int, default=None, help="use only the first N train examples")
+        t.add_argument("--seed", type=int, default=0)
+        t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+        t.add_argument("--log-every", type=int, default=10, help="steps per log.csv row")
+        t.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default: each epoch)")
+        t.add_argument("--quiet", action="store_true")
+        t.set_defaults(func=cmd_finetune_task)
 
 
 def main(argv: list[str] | None = None) -> int:

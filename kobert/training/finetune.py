@@ -1,9 +1,19 @@
-"""Fine-tune a KoBERT checkpoint on NSMC (Naver movie review sentiment, 2 labels) and report test accuracy.
+"""Fine-tune a KoBERT checkpoint on a Korean task and score it: `kobert finetune nsmc|ynat|ner|sts|qa`.
 
-NSMC files are TSVs with a header `id  document  label`; documents may be CSV-quoted
-and a few are empty. They are read from a local directory (`--nsmc-dir`, else
-$KOBERT_NSMC_DIR, else `../shared/data/nsmc` next to the repository), or downloaded
-from the dataset's official location when that fails and the machine is online.
+| task | data (kobert.datasets) | head | trained on | scored on |
+|---|---|---|---|---|
+| nsmc | NSMC sentiment | 2-label sequence classification | ratings_train | ratings_test: accuracy |
+| ynat | KLUE YNAT news titles | 7-label sequence classification | train | dev: macro-F1 |
+| ner | KMOU 2016klp | token classification, B-/I- of PS LC OG DT TI | ner.train | ner.test: strict entity F1 |
+| sts | KorSTS | 1-label regression on the pair (cross-encoder) | sts-train | sts-test: Spearman |
+| qa | KorQuAD 1.0 dev, split by article | start/end span | 80 % of articles | the rest: EM / F1 |
+
+Texts are encoded by the same `TextEncoder` the runtimes use; the final score is
+computed by `kobert.evaluate` through an in-memory runtime, so it is the code
+that `kobert eval` runs on the export. A run folder holds the model
+(config.json, model.safetensors, tokenizer files), eval.json, log.csv (loss per
+logged step), loss.png, and checkpoints/ (written to a temporary folder and
+renamed into place, as pretraining's are).
 """
 
 from __future__ import annotations
@@ -12,14 +22,69 @@ import csv
 import json
 import os
 import random
+import shutil
 import time
-import urllib.request
-from dataclasses import dataclass
+import urllib.request  # noqa: F401  (tests make the NSMC download fail through this module)
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from kobert.datasets import (  # noqa: F401  (the one NSMC reader, re-exported for callers of this module)
-    ID2LABEL, LabelledTexts, default_nsmc_dir, download_nsmc, locate_nsmc, read_nsmc,
+    DOWNLOAD_CACHE, ID2LABEL, NER_LABELS, NSMC_FILES, YNAT_LABELS, LabelledTexts, default_nsmc_dir, download_nsmc,
+    locate_nsmc, read_nsmc, read_task,
 )
+
+LOG_FIELDS = ("step", "epoch", "loss", "lr", "elapsed_s")
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class FinetuneTask:
+    name: str
+    head: str
+    labels: tuple[str, ...]  # id2label names; one name: a regression head; QA: ("start", "end")
+    summary: str
+
+
+TASKS = {
+    "nsmc": FinetuneTask("nsmc", "sequence_classification", (ID2LABEL[0], ID2LABEL[1]),
+                         "NSMC movie-review sentiment (2 labels): train on ratings_train, accuracy on ratings_test"),
+    "ynat": FinetuneTask("ynat", "sequence_classification", YNAT_LABELS,
+                         "KLUE YNAT news-title topics (7 labels): train on train, macro-F1 on dev"),
+    "ner": FinetuneTask("ner", "token_classification", NER_LABELS,
+                        "KMOU 2016klp named entities (B-/I- of PS LC OG DT TI): strict entity F1 on ner.test"),
+    "sts": FinetuneTask("sts", "sequence_classification", ("similarity",),
+                        "KorSTS sentence similarity (1-label regression on the pair): Spearman on sts-test"),
+    "qa": FinetuneTask("qa", "question_answering", ("start", "end"),
+                       "KorQuAD 1.0 (dev split by article, 80 %% train): EM/F1 on the held-out articles"),
+}
+
+
+@dataclass
+class FinetuneConfig:
+    """What a run was asked to do (saved in each checkpoint's trainer_state.json)."""
+
+    task: str
+    checkpoint: str
+    out: str
+    data_dir: str | None = None  # the shared data folder (default: kobert.datasets.default_data_dir())
+    nsmc_dir: str | None = None  # NSMC only: a folder with ratings_{train,test}.txt (default: locate_nsmc())
+    epochs: int = 2
+    max_steps: int | None = None  # stop after this many optimizer steps (smoke runs)
+    max_length: int = 128  # tokens per text (QA: per window, question included)
+    doc_stride: int = 128  # QA: overlap of a context's windows
+    batch_size: int = 32
+    lr: float = 5e-5
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    limit: int | None = None  # first N train and N eval examples
+    train_limit: int | None = None  # first N train examples only
+    seed: int = 0
+    device: str = "auto"
+    log_every: int = 10
+    checkpoint_every: int | None = None  # steps; default: once per epoch
+    keep_checkpoints: int = 1
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
 
 
 def _load_tokenizer(checkpoint_dir: Path):
@@ -29,145 +94,249 @@ def _load_tokenizer(checkpoint_dir: Path):
     return get_tokenizer(checkpoint_dir if has_own else None)
 
 
-def _batches(encoded: list[list[int]], labels: list[int], order: list[int], batch_size: int, pad_id: int):
+# --- examples -> features ------------------------------------------------------------------
+
+
+@dataclass
+class Feature:
+    ids: list[int]
+    types: list[int]
+    target: object  # a label id, a float score, per-token label ids, or (start token, end token)
+
+
+def build_features(task: str, data, encoder, max_length: int, doc_stride: int) -> list[Feature]:
+    from kobert import tasks
+
+    if task in ("nsmc", "ynat"):
+        return [Feature(e.ids, e.type_ids, label) for e, label in zip(encoder.encodings(data.texts), data.labels)]
+    if task == "sts":
+        encodings = encoder.encodings(data.firsts, data.seconds)
+        return [Feature(e.ids, e.type_ids, float(score)) for e, score in zip(encodings, data.scores)]
+    if task == "ner":
+        label2id = {name: i for i, name in enumerate(NER_LABELS)}
+        features = []
+        for sentence, e in zip(data, encoder.encodings([s.text for s in data])):
+            tags = tasks.token_tags(sentence.text, e, sentence.spans)
+            features.append(Feature(e.ids, e.type_ids, [IGNORE_INDEX if t is None else label2id[t] for t in tags]))
+        return features
+    if task == "qa":
+        doc_stride = min(doc_stride, max_length // 2)  # as evaluation cuts it (kobert.tasks.iter_answers)
+        windows = encoder.windows([x.question for x in data], [x.context for x in data], max_length, doc_stride)
+        features = []
+        for example, example_windows in zip(data, windows):
+            text, start = example.answers[0]
+            for e in example_windows:
+                features.append(Feature(e.ids, e.type_ids, tasks.answer_tokens(e, start, start + len(text))))
+        return features
+    raise ValueError(f"unknown task {task!r}")
+
+
+def batches(features: list[Feature], order: list[int], batch_size: int, pad_id: int, task: str):
     import torch
 
     for i in range(0, len(order), batch_size):
-        idx = order[i:i + batch_size]
-        width = max(len(encoded[j]) for j in idx)
-        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-        for row, j in enumerate(idx):
-            ids[row, :len(encoded[j])] = torch.tensor(encoded[j])
-        yield ids, (ids != pad_id).long(), torch.tensor([labels[j] for j in idx])
+        rows = [features[j] for j in order[i:i + batch_size]]
+        width = max(len(f.ids) for f in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        types = torch.zeros_like(ids)
+        mask = torch.zeros_like(ids)
+        for r, f in enumerate(rows):
+            ids[r, :len(f.ids)] = torch.tensor(f.ids)
+            types[r, :len(f.ids)] = torch.tensor(f.types)
+            mask[r, :len(f.ids)] = 1
+        if task == "ner":
+            target = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+            for r, f in enumerate(rows):
+                target[r, :len(f.target)] = torch.tensor(f.target)
+        elif task == "sts":
+            target = torch.tensor([f.target for f in rows], dtype=torch.float32)
+        elif task == "qa":
+            target = torch.tensor([f.target for f in rows], dtype=torch.long)
+        else:
+            target = torch.tensor([f.target for f in rows], dtype=torch.long)
+        yield {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}, target
 
 
-def finetune_nsmc(
-    checkpoint_dir: str | Path,
-    out_dir: str | Path,
-    nsmc_dir: str | Path | None = None,
-    epochs: int = 2,
-    max_length: int = 128,
-    batch_size: int = 32,
-    lr: float = 5e-5,
-    limit: int | None = None,
-    train_limit: int | None = None,
-    warmup_ratio: float = 0.1,
-    weight_decay: float = 0.01,
-    seed: int = 0,
-    device: str = "auto",
-    progress: bool = True,
-) -> dict:
-    """Train a 2-label sequence classifier on NSMC train, evaluate accuracy on NSMC test.
+def task_loss(task: str, output, target):
+    import torch.nn.functional as F
 
-    Writes a Hugging Face BertForSequenceClassification checkpoint (safetensors, config with
-    id2label negative/positive) and the tokenizer files to `out_dir`, plus `eval.json`.
-    `limit` caps both the train and the test examples (for smoke runs); `train_limit` caps
-    only the training examples, so that accuracy is still measured on the whole test set.
-    """
-    import torch
+    if task == "sts":
+        return F.mse_loss(output.logits.float().squeeze(-1), target)
+    if task == "ner":
+        logits = output.logits.float()
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE_INDEX)
+    if task == "qa":
+        return (F.cross_entropy(output.start_logits.float(), target[:, 0])
+                + F.cross_entropy(output.end_logits.float(), target[:, 1])) / 2
+    return F.cross_entropy(output.logits.float(), target)
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+def build_model(task: FinetuneTask, checkpoint_dir: Path):
+    """The checkpoint's encoder under a new head for the task (a head of another shape is replaced)."""
     import transformers
 
-    checkpoint_dir, out = Path(checkpoint_dir), Path(out_dir)
+    from kobert.config import HEAD_SPECS
+
+    model_class = getattr(transformers, HEAD_SPECS[task.head].architecture)
+    labels = {} if task.head == "question_answering" else {
+        "id2label": dict(enumerate(task.labels)), "label2id": {name: i for i, name in enumerate(task.labels)}}
+    extra = {"problem_type": "regression"} if len(task.labels) == 1 else {}
+    return model_class.from_pretrained(str(checkpoint_dir), num_labels=len(task.labels), ignore_mismatched_sizes=True,
+                                       attn_implementation="sdpa", **labels, **extra)
+
+
+def finetune(cfg: FinetuneConfig) -> dict:
+    """Train the task's head and the encoder on its train split, score on its eval split; see the module doc."""
+    import torch
+
+    from kobert.checkpoint import resolve
+    from kobert.config import KoBertConfig
+    from kobert.encoding import TextEncoder
+    from kobert.training.pretrain import plot_loss, save_checkpoint
+
+    if cfg.task not in TASKS:
+        raise ValueError(f"unknown task {cfg.task!r}; expected one of {', '.join(TASKS)}")
+    task = TASKS[cfg.task]
+    checkpoint_dir, _ = resolve(cfg.checkpoint)
     if not (checkpoint_dir / "config.json").is_file():
         raise FileNotFoundError(f"{checkpoint_dir}: no config.json (not a Hugging Face checkpoint directory)")
-    data_dir = locate_nsmc(nsmc_dir)
-    caps = [n for n in (limit, train_limit) if n is not None]
-    train = read_nsmc(data_dir / NSMC_FILES["train"], min(caps) if caps else None)
-    test = read_nsmc(data_dir / NSMC_FILES["test"], limit)
+    out = Path(cfg.out)
+    caps = [n for n in (cfg.limit, cfg.train_limit) if n is not None]
+    train = _read(cfg, "train", min(caps) if caps else None)
+    evaluation = _read(cfg, "eval", cfg.limit)
 
-    random.seed(seed)
-    torch.manual_seed(seed)
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    dev = torch.device("cuda" if use_cuda else "cpu")
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda" if use_cuda else "cpu")
+    model = build_model(task, checkpoint_dir).to(device)
     tokenizer = _load_tokenizer(checkpoint_dir)
-    model = transformers.BertForSequenceClassification.from_pretrained(
-        str(checkpoint_dir), num_labels=2, id2label=ID2LABEL, label2id={v: k for k, v in ID2LABEL.items()},
-        attn_implementation="sdpa",
-    ).to(dev)
     if len(tokenizer) > model.config.vocab_size:
         raise ValueError(f"{checkpoint_dir}: tokenizer has {len(tokenizer)} ids but the model only {model.config.vocab_size}")
-    if max_length > model.config.max_position_embeddings:
-        raise ValueError(f"max_length={max_length} exceeds the model's {model.config.max_position_embeddings} positions")
+    if cfg.max_length > model.config.max_position_embeddings:
+        raise ValueError(f"max_length={cfg.max_length} exceeds the model's {model.config.max_position_embeddings} positions")
+    # The runtimes encode at the tokenizer's model_max_length: the length this model is trained at.
+    tokenizer.model_max_length = cfg.max_length
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(str(out))
+    encoder = TextEncoder(out, cfg.max_length, model.config.vocab_size)
+    features = build_features(cfg.task, train, encoder, cfg.max_length, cfg.doc_stride)
 
-    def encode(texts):
-        return tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
-
-    train_ids, test_ids = encode(train.texts), encode(test.texts)
-    pad_id = tokenizer.pad_token_id
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "LayerNorm" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "LayerNorm" in n]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr)
-    total = epochs * -(-len(train) // batch_size)
-    warmup = max(1, int(warmup_ratio * total))
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    per_epoch = -(-len(features) // cfg.batch_size)
+    total = min(cfg.epochs * per_epoch, cfg.max_steps or cfg.epochs * per_epoch)
+    warmup = max(1, int(cfg.warmup_ratio * total))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: (s + 1) / warmup if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda else torch.autocast("cpu", enabled=False)
-    bar = None
-    if progress:
-        try:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, unit="step", dynamic_ncols=True)
-        except ImportError:
-            pass
+    checkpoint_every = cfg.checkpoint_every or per_epoch
+    log_file = out / "log.csv"
+    with open(log_file, "w", newline="") as f:
+        csv.writer(f).writerow(LOG_FIELDS)
+    bar = _progress_bar(total, f"finetune {cfg.task}") if cfg.progress else None
 
     started = time.perf_counter()
+    step, loss_sum, since_log, last_loss = 0, 0.0, 0, float("nan")
     model.train()
-    loss_value = float("nan")
-    for epoch in range(epochs):
-        order = list(range(len(train)))
-        random.Random(seed + epoch).shuffle(order)
-        for ids, mask, labels in _batches(train_ids, train.labels, order, batch_size, pad_id):
+    for epoch in range(cfg.epochs):
+        order = list(range(len(features)))
+        random.Random(cfg.seed + epoch).shuffle(order)
+        for inputs, target in batches(features, order, cfg.batch_size, encoder.pad_id, cfg.task):
+            if step >= total:
+                break
             with autocast:
-                logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits
-            loss = torch.nn.functional.cross_entropy(logits.float(), labels.to(dev))
+                output = model(**{k: v.to(device) for k, v in inputs.items()})
+            loss = task_loss(cfg.task, output, target.to(device))
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
-            loss_value = loss.item()
+            step += 1
+            loss_sum, since_log = loss_sum + loss.item(), since_log + 1
+            if step % cfg.log_every == 0 or step == total:
+                last_loss, loss_sum, since_log = loss_sum / since_log, 0.0, 0
+                with open(log_file, "a", newline="") as f:
+                    csv.writer(f).writerow([step, epoch + 1, f"{last_loss:.6f}", f"{schedule.get_last_lr()[0]:.6e}",
+                                            f"{time.perf_counter() - started:.1f}"])
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{loss_value:.3f}", refresh=False)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", refresh=False)
+            if step % checkpoint_every == 0 or step == total:
+                save_checkpoint(out, step, model, optimizer, cfg, 0, time.perf_counter() - started)
     if bar is not None:
         bar.close()
     train_seconds = time.perf_counter() - started
+    if not cfg.progress:
+        import transformers
 
-    accuracy = evaluate(model, test_ids, test.labels, batch_size * 2, pad_id, dev, autocast)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out), safe_serialization=True)
-    tokenizer.save_pretrained(str(out))
-    result = {
-        "task": "nsmc",
-        "accuracy": accuracy,
-        "test_examples": len(test),
-        "train_examples": len(train),
-        "epochs": epochs,
-        "max_length": max_length,
-        "batch_size": batch_size,
-        "lr": lr,
-        "seed": seed,
-        "final_train_loss": loss_value,
-        "train_seconds": round(train_seconds, 1),
-        "checkpoint": str(checkpoint_dir),
-        "nsmc_dir": str(data_dir),
-        "device": str(dev),
-    }
+        transformers.utils.logging.disable_progress_bar()
+    _save_model(model, out)
+    plot_loss(log_file, out / "loss.png", ylabel=f"{cfg.task} training loss", title=f"fine-tuning loss ({cfg.task})")
+
+    from kobert.evaluate import TASK_METRICS, predict, score
+    from kobert.runtimes.torch import InMemoryRuntime
+
+    config = KoBertConfig.from_file(out / "config.json")
+    eval_runtime = InMemoryRuntime(model, config, out, 512 if cfg.task == "qa" else cfg.max_length)
+    metrics = score(cfg.task, predict(cfg.task, eval_runtime, evaluation, batch_size=cfg.batch_size * 2), evaluation)
+    result = {"task": cfg.task, "metric": TASK_METRICS[cfg.task][0], **metrics,
+              "eval_examples": len(evaluation), "train_examples": len(train), "train_features": len(features),
+              "steps": step, "final_train_loss": last_loss, "train_seconds": round(train_seconds, 1),
+              "device": str(device), "config": asdict(cfg)}
+    if cfg.task == "qa":
+        result["note"] = ("KorQuAD 1.0 dev split by article (seed 0, 80 % of articles for training): "
+                          "not comparable to published dev scores")
     (out / "eval.json").write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
     return result
 
 
-def evaluate(model, encoded, labels, batch_size, pad_id, device, autocast) -> float:
-    import torch
+def _read(cfg: FinetuneConfig, split: str, limit: int | None):
+    if cfg.task == "nsmc" and cfg.nsmc_dir:
+        return read_nsmc(locate_nsmc(cfg.nsmc_dir) / NSMC_FILES["train" if split == "train" else "test"], limit)
+    return read_task(cfg.task, split, cfg.data_dir, limit)
 
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for ids, mask, gold in _batches(encoded, labels, list(range(len(encoded))), batch_size, pad_id):
-            with autocast:
-                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-            correct += int((logits.argmax(-1).cpu() == gold).sum())
-    model.train()
-    return correct / len(encoded)
+
+def _progress_bar(total: int, what: str):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="step", desc=what, dynamic_ncols=True)
+
+
+def _save_model(model, out: Path) -> None:
+    """config.json + model.safetensors into `out`, each file swapped in whole (a kill leaves the old one)."""
+    staging = out / ".model-tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(str(staging), safe_serialization=True)
+    for f in staging.iterdir():
+        os.replace(f, out / f.name)
+    staging.rmdir()
+
+
+def finetune_nsmc(checkpoint_dir: str | Path, out_dir: str | Path, nsmc_dir: str | Path | None = None,
+                  epochs: int = 2, max_length: int = 128, batch_size: int = 32, lr: float = 5e-5,
+                  limit: int | None = None, train_limit: int | None = None, warmup_ratio: float = 0.1,
+                  weight_decay: float = 0.01, seed: int = 0, device: str = "auto", progress: bool = True) -> dict:
+    """NSMC: train on ratings_train, accuracy on ratings_test (`finetune` with task "nsmc").
+
+    `nsmc_dir` holds ratings_{train,test}.txt; `limit` caps both splits, `train_limit`
+    only the training examples, so that accuracy is still measured on the whole test set.
+    """
+    data_dir = locate_nsmc(nsmc_dir)
+    cfg = FinetuneConfig("nsmc", str(checkpoint_dir), str(out_dir), nsmc_dir=str(data_dir), epochs=epochs,
+                         max_length=max_length, batch_size=batch_size, lr=lr, warmup_ratio=warmup_ratio,
+                         weight_decay=weight_decay, limit=limit, train_limit=train_limit, seed=seed, device=device,
+                         progress=progress)
+    result = finetune(cfg)
+    result.update({"accuracy": result["accuracy"] / 100, "test_examples": result["eval_examples"],
+                   "nsmc_dir": str(data_dir)})
+    (Path(out_dir) / "eval.json").write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+    return result

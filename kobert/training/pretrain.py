@@ -300,7 +300,7 @@ def export_model(model, config: KoBertConfig, shards: TokenShards, out: Path, se
     return out
 
 
-def plot_loss(log_file: Path, png: Path) -> Path | None:
+def plot_loss(log_file: Path, png: Path, ylabel: str = "MLM loss", title: str | None = None) -> Path | None:
     try:
         import matplotlib
     except ImportError:
@@ -314,8 +314,8 @@ def plot_loss(log_file: Path, png: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot([r["step"] for r in rows], [r["loss"] for r in rows])
     ax.set_xlabel("step")
-    ax.set_ylabel("MLM loss")
-    ax.set_title(f"pretraining loss ({log_file.parent.name})")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title or f"pretraining loss ({log_file.parent.name})")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(png, dpi=120)
