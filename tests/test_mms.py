@@ -38,7 +38,8 @@ TEXTS = [
     # Longer than the default tokenizer's 64 tokens: truncated by the same rule on both sides.
     " ".join(["스토리가 너무 지루하고 결말도 허무했지만 음악은 좋았다"] * 12),
 ]
-HANDLER_IMPORTS = {"json", "logging", "os", "numpy", "mxnet", "tokenizers"}
+# The standard library (itertools: the padding function kobert.encoding lends the handler), numpy, mxnet, tokenizers.
+HANDLER_IMPORTS = {"itertools", "json", "logging", "os", "numpy", "mxnet", "tokenizers"}
 
 
 

@@ -273,18 +273,18 @@ def test_finetune_nsmc_writes_eval_and_a_loadable_classifier(tmp_path, small_tok
 
 
 def test_finetune_without_nsmc_is_a_clear_error(tmp_path, monkeypatch):
-    from kobert.training import finetune
+    from kobert import datasets
 
     with pytest.raises(FileNotFoundError, match="ratings_train.txt"):
-        finetune.locate_nsmc(tmp_path)
+        datasets.locate_nsmc(tmp_path)
 
     def offline(*args, **kwargs):
         raise OSError("network unreachable")
 
-    monkeypatch.setattr(finetune.urllib.request, "urlopen", offline)
-    monkeypatch.setattr(finetune, "DOWNLOAD_CACHE", tmp_path / "cache")
+    monkeypatch.setattr(datasets.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(datasets, "DOWNLOAD_CACHE", tmp_path / "cache")
     with pytest.raises(FileNotFoundError, match="raw.githubusercontent.com/e9t/nsmc.*--nsmc-dir"):
-        finetune.download_nsmc(tmp_path / "cache")
+        datasets.download_nsmc(tmp_path / "cache")
 
 
 def test_cli_registers_training_commands():
