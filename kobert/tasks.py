@@ -234,8 +234,8 @@ def iter_labels(runtime, texts: Iterable[str], pairs: Iterable[str] | None = Non
 
     def encode(window):
         if pairs is None:
-            return [[e] for e in encoder.encodings(window)]
-        return [[e] for e in encoder.encodings([a for a, _ in window], [b for _, b in window])]
+            return [[e] for e in encoder.encodings(window, offsets=False)]
+        return [[e] for e in encoder.encodings([a for a, _ in window], [b for _, b in window], offsets=False)]
 
     for row, [(_, outputs)] in runtime.stream_encoded(rows, encode, batch_size, keep=("logits",)):
         yield row, classification(outputs["logits"], runtime.config.id2label)
@@ -247,7 +247,7 @@ def iter_entities(runtime, texts: Iterable[str], batch_size: int = 32) -> Iterat
     encoder = runtime.text_encoder
 
     def encode(window):
-        return [[e] for e in encoder.encodings(window, offsets=True)]
+        return [[e] for e in encoder.encodings(window)]
 
     for text, [(encoding, outputs)] in runtime.stream_encoded(texts, encode, batch_size, keep=("logits",)):
         yield text, token_entities(text, encoding, outputs["logits"], runtime.config.id2label, encoder.unk_id,

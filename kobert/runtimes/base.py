@@ -231,7 +231,7 @@ class Runtime:
         def encode(window):
             firsts = window if pairs is None else [a for a, _ in window]
             seconds = None if pairs is None else [b for _, b in window]
-            return [[encoding] for encoding in self.text_encoder.encodings(firsts, seconds)]
+            return [[encoding] for encoding in self.text_encoder.encodings(firsts, seconds, offsets=False)]
 
         for row, [(encoding, outputs)] in self.stream_encoded(rows, encode, batch_size):
             yield (row if pairs is None else row[0]), outputs, np.ones(len(encoding.ids), dtype=np.int64)
