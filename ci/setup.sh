@@ -78,5 +78,4 @@ fi
 .venv/bin/python -m pip install -q --use-pep517 "seqeval==1.2.2" "scipy==1.17.1" "scikit-learn==1.9.1" \
   2>&1 | grep -v "^WARNING: Location" || true
 
-
 echo "ci/setup.sh: .venv, .venv-mxnet, .venv-hf4, web/node_modules and Chromium ready"
