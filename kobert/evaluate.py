@@ -115,7 +115,7 @@ def check_head(task: str, config) -> None:
         raise ValueError(f"{task} needs {what}; this model has {config.head!r} with {config.num_labels} labels")
 
 
-def predict(task: str, runtime, data, batch_size: int = 64):
+def predict_task(task: str, runtime, data, batch_size: int = 64):
     """The runtime's predictions on a task's eval data (see `score` for what each holds)."""
     from kobert import tasks
 
@@ -199,7 +199,7 @@ def evaluate_task(export_dir, task: str, data, batch_size: int = 64,
         say(f"eval {task}: {artifact} ({runtime_name})")
         with runtimes.load(export_dir, runtime=runtime_name, artifact=artifact) as runtime:
             start = time.perf_counter()
-            predictions = predict(task, runtime, data, batch_size)
+            predictions = predict_task(task, runtime, data, batch_size)
             seconds = time.perf_counter() - start
         reference = predictions if reference is None else reference
         results.append(TaskScore(runtime_name if artifact == "reference" else artifact, score(task, predictions, data),

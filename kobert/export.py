@@ -129,12 +129,12 @@ class _TaskData:
     on the golden inputs."""
 
     def __init__(self, reference_runtime, cases, reference: dict, eval_set: EvalSet | None):
-        from kobert.evaluate import predict, score
+        from kobert.evaluate import predict_task, score
 
         self.eval_set, self.labels, self.source = eval_set, None, ""
         if eval_set is not None and eval_set.task is not None:
-            self.reference_metrics = score(eval_set.task, predict(eval_set.task, reference_runtime, eval_set.data),
-                                           eval_set.data)
+            task, data = eval_set.task, eval_set.data
+            self.reference_metrics = score(task, predict_task(task, reference_runtime, data), data)
             return
         if eval_set is None:
             self.encoded = [case.inputs() for case in cases]
@@ -148,13 +148,14 @@ class _TaskData:
 
     def judge(self, runtime, gate) -> tuple[str, dict, str]:
         """(check result, figures for parity.json, what the check was judged against)."""
-        from kobert.evaluate import GATED_METRICS, predict, score
+        from kobert.evaluate import GATED_METRICS, predict_task, score
 
         if self.eval_set is not None and self.eval_set.task is not None:
             task, data = self.eval_set.task, self.eval_set.data
             gated = GATED_METRICS[task]
-            check, figures = metric_gate(task, gated, self.reference_metrics, score(task, predict(task, runtime, data), data),
-                                         gate.max_metric_delta_points, len(data), self.eval_set.source)
+            candidate = score(task, predict_task(task, runtime, data), data)
+            check, figures = metric_gate(task, gated, self.reference_metrics, candidate, gate.max_metric_delta_points,
+                                         len(data), self.eval_set.source)
             limits = ", ".join(f"{m} within {gate.max_metric_delta_points[m]}" for m in gated)
             return check, figures, f"{limits} points of fp32"
         check, figures = task_gate(self.reference_logits, _logits_over(runtime, self.encoded), self.labels,

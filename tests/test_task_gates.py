@@ -18,7 +18,7 @@ from kobert import parity, runtimes
 from kobert.checkpoint import init_checkpoint, load_checkpoint, shipped
 from kobert.config import KoBertConfig
 from kobert.datasets import NER_LABELS, YNAT_LABELS, read_task, read_task_file
-from kobert.evaluate import GATED_METRICS, predict, score
+from kobert.evaluate import GATED_METRICS, predict_task, score
 from kobert.export import ExportError, ParityFailure, export
 from kobert.metrics import strict_entities
 
@@ -102,7 +102,7 @@ def test_the_int8_gate_scores_the_task_metric(task, tmp_path, monkeypatch):
         spec, source = "ynat", "ynat eval split"
     write_eval_set(task, checkpoint, eval_file)
     data = read_task_file(task, eval_file)
-    fp32 = score(task, predict(task, fp32_runtime(checkpoint), data), data)
+    fp32 = score(task, predict_task(task, fp32_runtime(checkpoint), data), data)
     assert all(fp32[m] > 90 for m in GATED_METRICS[task]), f"{task}: fp32 scores {fp32} on its own predictions"
     # A gate every int8 model meets, to read its figures off a finished export.
     monkeypatch.setitem(parity.GATES, "int8", parity.ParityGate(
@@ -112,7 +112,7 @@ def test_the_int8_gate_scores_the_task_metric(task, tmp_path, monkeypatch):
     figures = result.report.artifacts["onnx-int8"].task
     assert figures["measured_on"] == f"{task} eval set {source}" and figures["examples"] == len(data)
     with runtimes.load(result.out, runtime="onnx", artifact="onnx-int8") as rt:
-        int8 = score(task, predict(task, rt, data), data)
+        int8 = score(task, predict_task(task, rt, data), data)
     for metric in GATED_METRICS[task]:
         assert figures["fp32"][metric] == pytest.approx(fp32[metric], abs=1e-9)
         assert figures["metrics"][metric] == pytest.approx(int8[metric], abs=1e-9)

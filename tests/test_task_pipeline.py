@@ -42,7 +42,7 @@ def tiny_base(tmp_path_factory):
 
 
 @pytest.mark.parametrize("task", list(SLICES))
-def test_finetune_export_and_eval_through_every_runtime(task, tiny_base, tmp_path):
+def test_finetune_export_and_eval_through_every_runtime(task, tiny_base, tmp_path, capsys):
     from kobert.export import export
     from kobert.training.finetune import FinetuneConfig, finetune
 
@@ -71,6 +71,13 @@ def test_finetune_export_and_eval_through_every_runtime(task, tiny_base, tmp_pat
     # STS: scores agree within 1e-3, so the rank correlation can move in its last digits.
     assert max(abs(r.metrics[metric] - results[0].metrics[metric]) for r in results) < 0.05
     assert abs(results[0].metrics[metric] - result[metric]) < 0.05, "kobert eval and fine-tuning scored differently"
+    if task == "nsmc":  # `kobert eval nsmc` (its own encode-once path) scores what evaluate_task scored
+        from kobert.cli import main
+        from kobert.datasets import locate_nsmc
+
+        assert main(["--quiet", "eval", "nsmc", str(exported.out), "--limit", str(limit),
+                     "--nsmc-dir", str(locate_nsmc())]) == 0
+        assert f"| torch | {results[0].metrics['accuracy']:.2f} % |" in capsys.readouterr().out
 
 
 def test_kobert_eval_prints_the_table_and_exits_on_disagreement(tiny_base, tmp_path, capsys):

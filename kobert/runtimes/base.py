@@ -118,7 +118,8 @@ def _check_range(array: np.ndarray, name: str, size: int, what: str) -> None:
 
 
 class Runtime:
-    """One artifact, one API: `run` (arrays), and `embed`, `logits`, `stream` (texts)."""
+    """One artifact, one API: `run` (arrays); `embed`, `logits`, `stream` (texts); `classify`, `entities`,
+    `answer`, `similarity` (task outputs, as transformers' pipelines give them)."""
 
     #: the runtime's name as `load(..., runtime=...)` spells it
     name = "base"

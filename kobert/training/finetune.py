@@ -280,12 +280,13 @@ def finetune(cfg: FinetuneConfig) -> dict:
     _save_model(model, out)
     plot_loss(log_file, out / "loss.png", ylabel=f"{cfg.task} training loss", title=f"fine-tuning loss ({cfg.task})")
 
-    from kobert.evaluate import TASK_METRICS, predict, score
+    from kobert.evaluate import TASK_METRICS, predict_task, score
     from kobert.runtimes.torch import InMemoryRuntime
 
     config = KoBertConfig.from_file(out / "config.json")
     eval_runtime = InMemoryRuntime(model, config, out, 512 if cfg.task == "qa" else cfg.max_length)
-    metrics = score(cfg.task, predict(cfg.task, eval_runtime, evaluation, batch_size=cfg.batch_size * 2), evaluation)
+    predictions = predict_task(cfg.task, eval_runtime, evaluation, batch_size=cfg.batch_size * 2)
+    metrics = score(cfg.task, predictions, evaluation)
     result = {"task": cfg.task, "metric": TASK_METRICS[cfg.task][0], **metrics,
               "eval_examples": len(evaluation), "train_examples": len(train), "train_features": len(features),
               "steps": step, "final_train_loss": last_loss, "train_seconds": round(train_seconds, 1),
