@@ -45,20 +45,13 @@ def op_time_shares(model_path: Path, inputs: dict, runs: int) -> tuple[float, li
 
 def sgemm_gflops(rows: int, runs: int, k: int = 768, n: int = 3072) -> dict[str, float]:
     """GFLOP/s of one (rows x k) @ (k x n) float32 MatMul in ONNX Runtime and torch."""
-    import onnxruntime
-    import torch
-    from onnx import TensorProto, helper, numpy_helper
+    from kobert.runtimes import onnx as onnx_spoke
+    from kobert.runtimes import torch as torch_spoke
 
     weight = np.random.default_rng(0).random((k, n), dtype=np.float32)
     x = np.random.default_rng(1).random((rows, k), dtype=np.float32)
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "sgemm",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, k])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, n])],
-                              [numpy_helper.from_array(weight, "w")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    tx, tw = torch.from_numpy(x), torch.from_numpy(weight)
-    calls = {"onnxruntime MatMul": lambda: session.run(None, {"x": x}), "torch matmul": lambda: tx @ tw}
+    # The same GEMM-ceiling sessions `kobert bench` times, from each framework's own spoke.
+    calls = {"onnxruntime MatMul": onnx_spoke.gemm_session(x, weight), "torch matmul": torch_spoke.gemm_session(x, weight)}
     flops = 2 * rows * k * n
     result = {}
     for name, call in calls.items():

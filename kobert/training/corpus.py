@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kobert.encoding import windows
+
 MIN_DOCUMENT_CHARS = 10
 DEFAULT_SHARD_TOKENS = 50_000_000  # 100 MB per shard
 DOCS_PER_TASK = 64  # documents handed to a worker at a time
@@ -123,17 +125,6 @@ def _encode_documents(docs: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def _batched(items: Iterator[str], size: int) -> Iterator[list[str]]:
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def tokenizer_sha256(tokenizer) -> str:
     """sha256 of the tokenizer's serialised `tokenizer.json`: same ids iff same hash."""
     return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode("utf-8")).hexdigest()
@@ -223,13 +214,13 @@ def build_shards(
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if workers == 1:
         _init_worker(tokenizer_arg, splitter)
-        results = map(_encode_documents, _batched(documents(), DOCS_PER_TASK))
+        results = map(_encode_documents, windows(documents(), DOCS_PER_TASK))
         pool = None
     else:
         import multiprocessing as mp
 
         pool = mp.get_context("spawn").Pool(workers, _init_worker, (tokenizer_arg, splitter))
-        results = pool.imap(_encode_documents, _batched(documents(), DOCS_PER_TASK), chunksize=4)
+        results = pool.imap(_encode_documents, windows(documents(), DOCS_PER_TASK), chunksize=4)
     try:
         for encoded in results:
             for ids, starts in encoded:
