@@ -31,6 +31,7 @@ HEAD_PREFIXES = ("classifier.", "qa_outputs.", "cls.")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT = "default"  # names the shipped default model wherever a checkpoint is expected
+BACKBONE = "backbone"  # names the shipped pretrained encoder (no task head), e.g. `finetune --checkpoint backbone`
 
 
 @dataclass
@@ -138,10 +139,20 @@ def default_checkpoint() -> Path:
     return model
 
 
+def backbone_checkpoint() -> Path:
+    """The shipped backbone: the Korean encoder pretrained here, before any task (see its CARD.md)."""
+    backbone = shipped("backbone")
+    if not (backbone / "config.json").is_file():
+        raise CheckpointError(f"{backbone}: no shipped backbone in this version of kobert")
+    return backbone
+
+
 def resolve(src: str | Path) -> tuple[Path, str]:
-    """(local path, kind) for a checkpoint reference: 'default', 'hf_dir', 'legacy' or 'hub'."""
+    """(local path, kind) for a checkpoint reference: 'default', 'backbone', 'hf_dir', 'legacy' or 'hub'."""
     if str(src) == DEFAULT:
         return default_checkpoint(), "default"
+    if str(src) == BACKBONE and not Path(src).exists():
+        return backbone_checkpoint(), "backbone"
     path = Path(src)
     if path.is_dir():
         return path, "hf_dir"

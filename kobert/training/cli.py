@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def cmd_shards(args) -> int:
@@ -37,6 +38,11 @@ def cmd_pretrain(args) -> int:
         mask_prob=args.mask_prob, dropout=args.dropout, seed=args.seed, checkpoint_every=args.checkpoint_every,
         log_every=args.log_every, device=args.device, compile=args.compile, resume=args.resume,
         progress=not args.quiet,
+        objective=args.objective, generator_fraction=args.generator_fraction, rtd_weight=args.rtd_weight,
+        precision=args.precision, schedule=args.schedule, warmup_tokens=args.warmup_tokens,
+        decay_tokens=args.decay_tokens, min_lr=args.min_lr, max_tokens=args.max_tokens,
+        time_limit_min=args.time_limit_min, checkpoint_minutes=args.checkpoint_minutes, init_from=args.init_from,
+        branch_from=args.branch_from,
     )
     summary = pretrain(cfg)
     if "model_dir" in summary:  # rank 0 only
@@ -68,6 +74,20 @@ def cmd_finetune_task(args) -> int:
           f"examples after {result['steps']} steps; wrote the model, eval.json, log.csv and loss.png to {args.out}")
     if "note" in result:
         print(f"note: {result['note']}")
+    return 0
+
+
+def cmd_backbone_publish(args) -> int:
+    from kobert.datasets import read_nsmc
+    from kobert.training.backbone import heldout_accuracy, publish_backbone
+
+    heldout = None
+    if args.heldout_nsmc:
+        texts = read_nsmc(args.heldout_nsmc).texts
+        heldout = {"data": args.heldout_nsmc, **heldout_accuracy(Path(args.run), texts)}
+    state = publish_backbone(args.run, args.out, heldout, note=args.note)
+    print(json.dumps({k: state[k] for k in ("step", "tokens", "elapsed_s", "heldout")}, indent=2, ensure_ascii=False))
+    print(f"published {args.run} to {args.out}")
     return 0
 
 
@@ -111,7 +131,34 @@ def add_training_commands(commands) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the model (GPU runs)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest if present")
     p.add_argument("--quiet", action="store_true", help="a log line per --log-every steps instead of a progress bar")
+    p.add_argument("--objective", choices=["mlm", "electra"], default="mlm",
+                   help="mlm, or electra: replaced-token detection with a small generator (the backbone stays a BertModel)")
+    p.add_argument("--generator-fraction", type=float, default=0.5, help="electra: generator width / discriminator width")
+    p.add_argument("--rtd-weight", type=float, default=50.0, help="electra: discriminator loss weight")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="auto: bf16 autocast where the CPU has AMX-BF16/AVX512-BF16 (fp32 master weights)")
+    p.add_argument("--schedule", choices=["linear", "wsd"], default="linear",
+                   help="linear: by steps; wsd: warm-up, stable, decay, keyed to tokens seen")
+    p.add_argument("--warmup-tokens", type=int, default=2_000_000, help="wsd: warm-up length in tokens")
+    p.add_argument("--decay-tokens", type=int, default=0, help="wsd: decay over the last N tokens of --max-tokens")
+    p.add_argument("--min-lr", type=float, default=0.0)
+    p.add_argument("--max-tokens", type=int, default=None, help="train until this many tokens seen (overrides --steps)")
+    p.add_argument("--time-limit-min", type=float, default=None, help="checkpoint and stop after N minutes")
+    p.add_argument("--checkpoint-minutes", type=float, default=10.0, help="also checkpoint every N minutes")
+    p.add_argument("--branch-from", default=None,
+                   help="start from RUN's latest checkpoint (a release's decay branch); RUN is left as it is")
+    p.add_argument("--init-from", default=None,
+                   help="continue a committed backbone (dir with state.json) with a fresh optimizer")
     p.set_defaults(func=cmd_pretrain)
+
+    p = commands.add_parser("backbone", help="publish a pretraining run as the shipped backbone")
+    actions = p.add_subparsers(dest="action", required=True)
+    b = actions.add_parser("publish", help="copy RUN's encoder, state.json and loss curve into --out, atomically")
+    b.add_argument("run", help="a `kobert pretrain` run folder (checkpoints/latest and model/)")
+    b.add_argument("--out", default="kobert/assets/backbone")
+    b.add_argument("--heldout-nsmc", default=None, help="an NSMC-format TSV never pretrained on: held-out MLM/RTD accuracy")
+    b.add_argument("--note", default="", help="a line for this session's row in state.json")
+    b.set_defaults(func=cmd_backbone_publish)
 
     p = commands.add_parser("finetune", help="fine-tune a checkpoint on a downstream task")
     tasks = p.add_subparsers(dest="task", required=True)

@@ -67,8 +67,29 @@ class PretrainConfig:
     compile: bool = False
     resume: bool = False
     progress: bool = True
+    # What each token buys and costs (issue 18): the objective, bf16 autocast, a token-keyed schedule.
+    objective: str = "mlm"  # mlm | electra (replaced-token detection; the backbone stays a plain BertModel)
+    generator_fraction: float = 0.5  # ELECTRA generator width / discriminator width
+    rtd_weight: float = 50.0  # ELECTRA's discriminator loss weight
+    precision: str = "auto"  # auto (bf16 autocast where the CPU/GPU has bf16) | bf16 | fp32
+    schedule: str = "linear"  # linear (by steps, warm-up then decay) | wsd (by tokens: warm-up, stable, decay)
+    warmup_tokens: int = 2_000_000  # wsd: tokens of linear warm-up (counted from the run's first token)
+    decay_tokens: int = 0  # wsd: tokens of linear decay to min_lr at the end of max_tokens; 0 = stay stable
+    max_tokens: int | None = None  # stop after this many tokens seen (overrides steps)
+    time_limit_min: float | None = None  # stop cleanly (checkpoint, export) after this many minutes
+    checkpoint_minutes: float = 10.0  # also checkpoint on wall time, so a killed session loses little
+    init_from: str | None = None  # a backbone dir (weights + state.json): continue it with a fresh optimizer
+    branch_from: str | None = None  # a run dir: start from its latest checkpoint (optimizer too), e.g. a decay
 
     def __post_init__(self):
+        if self.objective not in ("mlm", "electra"):
+            raise ValueError(f"objective={self.objective!r}: expected mlm or electra")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"precision={self.precision!r}: expected auto, bf16 or fp32")
+        if self.schedule not in ("linear", "wsd"):
+            raise ValueError(f"schedule={self.schedule!r}: expected linear or wsd")
+        if self.max_tokens is not None:
+            self.steps = -(-self.max_tokens // (self.batch_size * self.seq_len))
         if not 0.0 < self.mask_prob < 1.0:
             raise ValueError(f"mask_prob={self.mask_prob}: expected a fraction in (0, 1), typically 0.15-0.3")
         if self.seq_len < 8:
@@ -142,8 +163,22 @@ def global_batch(data: PackedSequences, cfg: PretrainConfig, step: int, mask_id:
                        (first_normal, vocab_size))
 
 
-def learning_rate(cfg: PretrainConfig, step: int) -> float:
-    """Linear warm-up to `lr`, then linear decay to `min_lr` at the last step."""
+def learning_rate(cfg: PretrainConfig, step: int, tokens: int = 0, warmup_from: int = 0) -> float:
+    """The LR before the step that starts at `tokens` seen.
+
+    linear: warm-up over steps to `lr`, then linear decay to `min_lr` at the last step.
+    wsd (warmup-stable-decay, keyed to tokens so machines of any speed follow one schedule):
+    warm-up over `warmup_tokens` counted from `warmup_from` (where this optimizer started: 0, or
+    a continued backbone's tokens, so a fresh optimizer re-warms), then constant, then a linear decay
+    to `min_lr` over the last `decay_tokens` of `max_tokens` (a release branched off the run).
+    """
+    if cfg.schedule == "wsd":
+        lr = cfg.lr * min(1.0, (tokens - warmup_from + cfg.batch_size * cfg.seq_len) / max(1, cfg.warmup_tokens))
+        end = cfg.steps * cfg.batch_size * cfg.seq_len
+        if cfg.decay_tokens > 0 and tokens >= end - cfg.decay_tokens:
+            left = max(0.0, (end - tokens) / cfg.decay_tokens)
+            lr = cfg.min_lr + (lr - cfg.min_lr) * left
+        return lr
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
@@ -161,8 +196,44 @@ def build_model(config: KoBertConfig, dropout: float):
     return transformers.BertForMaskedLM._from_config(hf, attn_implementation="sdpa")
 
 
+def build_electra(config: KoBertConfig, dropout: float, generator_fraction: float):
+    """ELECTRA's pair: a small generator (MLM) and the discriminator, a plain BertModel plus a
+    replaced-token-detection head. The generator shares the discriminator's token, position and
+    type embeddings (ELECTRA's tied embeddings); its width is `generator_fraction` of the
+    discriminator's, with 64-wide heads. Only `bert.*` becomes the backbone.
+    """
+    import torch
+    import transformers
+
+    hf = config.to_hf_dict()
+    bert = transformers.BertModel._from_config(
+        transformers.BertConfig(**{**hf, "hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}),
+        add_pooling_layer=False, attn_implementation="sdpa")
+    width = max(64, int(round(config.hidden_size * generator_fraction / 64)) * 64)
+    gen_cfg = transformers.ElectraConfig(
+        vocab_size=config.vocab_size, embedding_size=config.hidden_size, hidden_size=width,
+        num_hidden_layers=config.num_hidden_layers, num_attention_heads=width // 64,
+        intermediate_size=4 * width, max_position_embeddings=config.max_position_embeddings,
+        type_vocab_size=config.type_vocab_size, pad_token_id=config.pad_token_id,
+        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout, tie_word_embeddings=True)
+    generator = transformers.ElectraForMaskedLM._from_config(gen_cfg, attn_implementation="sdpa")
+    for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
+        setattr(generator.electra.embeddings, name, getattr(bert.embeddings, name))
+    generator.generator_lm_head.weight = bert.embeddings.word_embeddings.weight
+    h = config.hidden_size
+    rtd_head = torch.nn.Sequential(torch.nn.Linear(h, h), torch.nn.GELU(), torch.nn.Linear(h, 1))
+    rtd_head.apply(bert._init_weights)
+    return torch.nn.ModuleDict({"bert": bert, "rtd_head": rtd_head, "generator": generator})
+
+
+def build_pretraining_model(config: KoBertConfig, cfg: PretrainConfig):
+    if cfg.objective == "electra":
+        return build_electra(config, cfg.dropout, cfg.generator_fraction)
+    return build_model(config, cfg.dropout)
+
+
 def _masked_lm_objective(model):
-    """A module whose forward is the summed MLM loss over masked positions only.
+    """A module whose forward is the MLM loss (mean over the global batch's masked tokens).
 
     The vocabulary projection runs on the ~15% masked tokens instead of all of them,
     which on the small preset is a third of the compute. It is one module so that
@@ -175,13 +246,48 @@ def _masked_lm_objective(model):
             super().__init__()
             self.model = model
 
-        def forward(self, input_ids, attention_mask, labels):
+        def forward(self, input_ids, attention_mask, labels, originals, n_masked, n_tokens):
             hidden = self.model.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
             where = labels != IGNORE_INDEX
             logits = self.model.cls(hidden[where])
-            return torch.nn.functional.cross_entropy(logits.float(), labels[where], reduction="sum")
+            return torch.nn.functional.cross_entropy(logits.float(), labels[where], reduction="sum") / n_masked
 
     return MaskedLMObjective()
+
+
+def _electra_objective(model, rtd_weight: float):
+    """ELECTRA's loss: the generator's MLM loss at masked positions + `rtd_weight` x the
+    discriminator's replaced-token-detection loss on every real token (a loss on every token,
+    where most of ELECTRA's gain per FLOP comes from). Masked positions get tokens sampled from
+    the generator; a sample equal to the original counts as original, as in ELECTRA.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    class ElectraObjective(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask, labels, originals, n_masked, n_tokens):
+            where = labels != IGNORE_INDEX
+            generator = self.model["generator"]
+            gen_hidden = generator.electra(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            gen_logits = generator.generator_lm_head(generator.generator_predictions(gen_hidden[where])).float()
+            mlm = F.cross_entropy(gen_logits, labels[where], reduction="sum") / n_masked
+            with torch.no_grad():
+                gumbel = -torch.log(-torch.log(torch.rand_like(gen_logits).clamp_(1e-9, 1.0)))
+                sampled = (gen_logits + gumbel).argmax(-1)
+            corrupted = originals.clone()
+            corrupted[where] = sampled
+            replaced = (corrupted != originals).float()
+            hidden = self.model["bert"](input_ids=corrupted, attention_mask=attention_mask).last_hidden_state
+            real = attention_mask.bool()
+            logits = self.model["rtd_head"](hidden[real]).squeeze(-1).float()
+            rtd = F.binary_cross_entropy_with_logits(logits, replaced[real], reduction="sum") / n_tokens
+            return mlm + rtd_weight * rtd
+
+    return ElectraObjective()
 
 
 def build_optimizer(model, cfg: PretrainConfig):
@@ -197,21 +303,34 @@ def build_optimizer(model, cfg: PretrainConfig):
 # --- checkpoints ----------------------------------------------------------------------
 
 
+def _tied_keys(model) -> set[str]:
+    """Names of tensors that share storage with an earlier name (tied weights): saved once."""
+    seen, tied = set(), set(TIED_KEYS)
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        ptr = tensor.data_ptr()
+        if ptr in seen:
+            tied.add(name)
+        seen.add(ptr)
+    return tied
+
+
 def _model_state(model) -> dict:
-    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k not in TIED_KEYS}
+    tied = _tied_keys(model)
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k not in tied}
 
 
 def _load_model_state(model, path: Path) -> None:
     from safetensors.torch import load_file
 
     missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
-    missing = [k for k in missing if k not in TIED_KEYS]
+    tied = _tied_keys(model)
+    missing = [k for k in missing if k not in tied]
     if missing or unexpected:
         raise ValueError(f"{path}: missing {missing[:3]}, unexpected {unexpected[:3]} (model config differs?)")
 
 
 def save_checkpoint(out: Path, step: int, model, optimizer, cfg: PretrainConfig, tokens: int,
-                    elapsed: float) -> Path:
+                    elapsed: float, warmup_from: int = 0) -> Path:
     from safetensors.torch import save_file
 
     root = out / "checkpoints"
@@ -224,7 +343,8 @@ def save_checkpoint(out: Path, step: int, model, optimizer, cfg: PretrainConfig,
     opt = optimizer.state_dict()
     tensors = {f"state.{i}.{k}": v.detach().cpu().contiguous() for i, s in opt["state"].items() for k, v in s.items()}
     save_file(tensors, str(tmp / "optimizer.safetensors"))
-    state = {"step": step, "tokens": tokens, "elapsed_s": elapsed, "param_groups": opt["param_groups"],
+    state = {"step": step, "tokens": tokens, "elapsed_s": elapsed, "warmup_from_tokens": warmup_from,
+             "param_groups": opt["param_groups"],
              "config": dataclasses.asdict(cfg)}
     (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2), encoding="utf-8")
     final = root / name
@@ -254,8 +374,8 @@ def load_checkpoint_state(path: Path, model, optimizer, cfg: PretrainConfig, dev
 
     state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
     saved = state["config"]
-    for key in ("seed", "batch_size", "seq_len", "mask_prob", "preset", "model"):
-        if saved[key] != dataclasses.asdict(cfg)[key]:
+    for key in ("seed", "batch_size", "seq_len", "mask_prob", "preset", "model", "objective"):
+        if saved.get(key, "mlm" if key == "objective" else None) != dataclasses.asdict(cfg)[key]:
             raise ValueError(f"{path}: checkpoint has {key}={saved[key]!r}, this run {dataclasses.asdict(cfg)[key]!r}; "
                              "resuming with different data or model settings would not continue the same run")
     _load_model_state(model, path / "model.safetensors")
@@ -285,13 +405,17 @@ def export_model(model, config: KoBertConfig, shards: TokenShards, out: Path, se
 
     out.mkdir(parents=True, exist_ok=True)
     state = _model_state(model)
+    electra = "rtd_head.0.weight" in state
+    if electra:  # the discriminator is the backbone; the generator and RTD head stay in the run
+        state = {k: v for k, v in state.items() if k.startswith("bert.")}
     g = torch.Generator().manual_seed(seed)
     state["bert.pooler.dense.weight"] = torch.randn(config.hidden_size, config.hidden_size, generator=g) * 0.02
     state["bert.pooler.dense.bias"] = torch.zeros(config.hidden_size)
     tmp = out / "model.safetensors.tmp"
     save_file(state, str(tmp), metadata={"format": "pt"})
     os.replace(tmp, out / "model.safetensors")
-    hf = {**config.to_hf_dict(), "architectures": ["BertForMaskedLM"], "tie_word_embeddings": True}
+    hf = {**config.to_hf_dict(), "architectures": ["BertModel" if electra else "BertForMaskedLM"],
+          "tie_word_embeddings": True}
     (out / "config.json").write_text(json.dumps(hf, indent=2), encoding="utf-8")
     tokenizer_dir = shards.directory / "tokenizer"
     if tokenizer_dir.is_dir():
@@ -342,6 +466,65 @@ def _truncate_log(log_file: Path, step: int) -> None:
         writer.writerows(rows)
 
 
+def use_bf16(precision: str, cuda: bool) -> bool:
+    """bf16 autocast where the hardware computes in bf16 (AMX-BF16 or AVX512-BF16 CPUs, CUDA)."""
+    if precision != "auto":
+        return precision == "bf16"
+    if cuda:
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " amx_bf16" in flags or " avx512_bf16" in flags
+
+
+def branch_checkpoint(run: Path, out: Path) -> Path:
+    """Copy `run`'s latest checkpoint into `out` as its own latest: the start of a branch (a release's
+    decay) that leaves the run itself untouched, so it can go on at its stable learning rate."""
+    source = latest_checkpoint(run)
+    if source is None:
+        raise FileNotFoundError(f"{run}: no checkpoints/latest to branch from")
+    root = out / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{source.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    os.replace(tmp, root / source.name)
+    (root / "latest.tmp").write_text(source.name, encoding="utf-8")
+    os.replace(root / "latest.tmp", root / "latest")
+    for f in ("log.csv",):
+        if (run / f).is_file() and not (out / f).exists():
+            shutil.copy2(run / f, out / f)
+    return source
+
+
+def continue_backbone(backbone: Path, model, cfg: PretrainConfig) -> tuple[int, int, float]:
+    """Load a committed backbone's weights (`model.safetensors`, plus `pretrain_weights.safetensors`
+    for ELECTRA's generator) and its `state.json` (step = data position, tokens, wall time) so a new machine
+    continues the run that landed; the optimizer starts fresh and re-warms (wsd `warmup_tokens`).
+    """
+    from safetensors.torch import load_file
+
+    state_file = backbone / "state.json"
+    if not state_file.is_file():
+        raise FileNotFoundError(f"{backbone}: no state.json (a backbone committed by `kobert pretrain`)")
+    state = json.loads(state_file.read_text(encoding="utf-8"))
+    recipe = state.get("recipe", {})
+    for key in ("objective", "seed", "batch_size", "seq_len"):
+        if key in recipe and recipe[key] != getattr(cfg, key):
+            raise ValueError(f"{backbone}: backbone was trained with {key}={recipe[key]!r}, this run {getattr(cfg, key)!r}")
+    tensors = load_file(str(backbone / "model.safetensors"))  # the encoder (+ MLM head for MLM runs)
+    extras = backbone / "pretrain_weights.safetensors"  # ELECTRA: generator + RTD head
+    if extras.is_file():
+        tensors.update(load_file(str(extras)))
+    missing, _ = model.load_state_dict(tensors, strict=False)  # the exported pooler is not trained here
+    missing = [k for k in missing if k not in _tied_keys(model)]
+    if missing:
+        raise ValueError(f"{backbone}: missing {missing[:3]} (model shape differs from this run's?)")
+    return int(state["step"]), int(state["tokens"]), float(state.get("elapsed_s", 0.0))
+
+
 # --- the loop --------------------------------------------------------------------------
 
 
@@ -376,25 +559,38 @@ def pretrain(cfg: PretrainConfig) -> dict:
     config = cfg.model_config(vocab_size)
 
     torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts them)
-    model = build_model(config, cfg.dropout).to(device)
+    model = build_pretraining_model(config, cfg).to(device)
     optimizer = build_optimizer(model, cfg)
     start_step, tokens, elapsed_before = 0, 0, 0.0
-    if cfg.resume and (ckpt := latest_checkpoint(out)) is not None:
+    warmup_from = 0  # tokens where this optimizer's warm-up began (a continued backbone re-warms)
+    if cfg.branch_from and latest_checkpoint(out) is None:
+        ckpt = branch_checkpoint(Path(cfg.branch_from), out)
+        if master:
+            print(f"branched from {ckpt}")
+    resumable = (cfg.resume or cfg.branch_from) and latest_checkpoint(out) is not None
+    if cfg.init_from and not resumable:
+        start_step, tokens, elapsed_before = continue_backbone(Path(cfg.init_from), model, cfg)
+        warmup_from = tokens
+        if master:
+            print(f"continuing {cfg.init_from} from step {start_step} ({tokens:,} tokens) with a fresh optimizer")
+    if (cfg.resume or cfg.branch_from) and (ckpt := latest_checkpoint(out)) is not None:
         state = load_checkpoint_state(ckpt, model, optimizer, cfg, device)
         start_step, tokens, elapsed_before = state["step"], state["tokens"], state["elapsed_s"]
+        warmup_from = state.get("warmup_from_tokens", 0)
         if master:
             print(f"resumed from {ckpt} at step {start_step}")
     elif cfg.resume and master:
         print(f"no checkpoint under {out / 'checkpoints'}; starting from step 0")
 
-    objective = _masked_lm_objective(model)
+    objective = _electra_objective(model, cfg.rtd_weight) if cfg.objective == "electra" else _masked_lm_objective(model)
     if cfg.compile:
         objective = torch.compile(objective)
     if distributed:
         from torch.nn.parallel import DistributedDataParallel
 
         objective = DistributedDataParallel(objective, device_ids=[device.index] if use_cuda else None)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda else torch.autocast("cpu", enabled=False)
+    bf16 = use_bf16(cfg.precision, use_cuda)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
     log_file = out / "log.csv"
     if master:
@@ -403,7 +599,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
         _truncate_log(log_file, start_step)
         print(f"model: {config.num_hidden_layers} layers x {config.hidden_size}, vocab {vocab_size}, "
               f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters; shards: {shards.num_tokens:,} tokens; "
-              f"world {world}, {cfg.batch_size} x {cfg.seq_len} tokens per step, device {device}")
+              f"world {world}, {cfg.batch_size} x {cfg.seq_len} tokens per step, device {device}, "
+              f"objective {cfg.objective}, {'bf16 autocast' if bf16 else 'fp32'}, schedule {cfg.schedule}")
     bar = None
     if master and cfg.progress:
         try:
@@ -418,23 +615,29 @@ def pretrain(cfg: PretrainConfig) -> dict:
     loss_sum = torch.zeros((), device=device)
     steps_since_log = 0
     last_loss = float("nan")
+    t_checkpoint = time.perf_counter()
+    done = start_step
     for step in range(start_step, cfg.steps):
-        lr = learning_rate(cfg, step)
+        lr = learning_rate(cfg, step, tokens, warmup_from)
         for group in optimizer.param_groups:
             group["lr"] = lr
         inputs, labels = global_batch(data, cfg, step, mask_id, vocab_size)
         n_masked = max(1, int((labels != IGNORE_INDEX).sum()))  # over the global batch
+        originals = np.where(labels != IGNORE_INDEX, labels, inputs)
+        n_tokens = max(1, int((originals != data.pad).sum()))
         mine = slice(rank * rows_per_rank, (rank + 1) * rows_per_rank)
         inputs_t = torch.from_numpy(inputs[mine]).to(device)
         labels_t = torch.from_numpy(labels[mine]).to(device)
-        attention = (inputs_t != data.pad).long()
+        originals_t = torch.from_numpy(originals[mine]).to(device)
+        attention = (originals_t != data.pad).long()
         torch.manual_seed(cfg.seed * 1_000_003 + step * 1009 + rank)  # dropout, reproducible on resume
         for m in range(cfg.grad_accum):
             part = slice(m * micro, (m + 1) * micro)
             sync = m == cfg.grad_accum - 1
             context = objective.no_sync() if distributed and not sync else contextlib.nullcontext()
             with context, autocast:
-                loss = objective(inputs_t[part], attention[part], labels_t[part]) / n_masked
+                loss = objective(inputs_t[part], attention[part], labels_t[part], originals_t[part],
+                                 n_masked, n_tokens)
             # DDP averages gradients over ranks; the loss is already a share of the global mean.
             (loss * world).backward()
             loss_sum += loss.detach()
@@ -464,12 +667,26 @@ def pretrain(cfg: PretrainConfig) -> dict:
             steps_since_log, t_log, tokens_at_log = 0, now, tokens
         if bar is not None:
             bar.update(1)
-        if master and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-            save_checkpoint(out, done, model, optimizer, cfg, tokens, elapsed_before + time.perf_counter() - t_start)
+        now = time.perf_counter()
+        out_of_time = cfg.time_limit_min is not None and now - t_start >= 60 * cfg.time_limit_min
+        if distributed and cfg.time_limit_min is not None:  # every rank stops at the same step
+            flag = torch.tensor([float(out_of_time)], device=device)
+            dist.all_reduce(flag)
+            out_of_time = bool(flag.item())
+        timed = now - t_checkpoint >= 60 * cfg.checkpoint_minutes
+        if master and (done % cfg.checkpoint_every == 0 or done == cfg.steps or out_of_time or timed):
+            save_checkpoint(out, done, model, optimizer, cfg, tokens, elapsed_before + now - t_start, warmup_from)
+            t_checkpoint = now
+        if out_of_time:
+            if master:
+                print(f"time limit of {cfg.time_limit_min} min reached at step {done} ({tokens:,} tokens); "
+                      f"resume with --resume")
+            break
     if bar is not None:
         bar.close()
 
-    summary = {"steps": cfg.steps, "tokens": tokens, "final_loss": last_loss, "world_size": world}
+    summary = {"steps": done, "tokens": tokens,
+               "final_loss": last_loss, "world_size": world, "objective": cfg.objective, "bf16": bf16}
     if master:
         summary["model_dir"] = str(export_model(model, config, shards, out / "model", cfg.seed))
         png = plot_loss(log_file, out / "loss.png")
