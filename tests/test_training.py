@@ -26,7 +26,8 @@ from kobert.training.corpus import build_shards, clean_document, load_shards, re
 from kobert.training.pretrain import IGNORE_INDEX, PackedSequences, mask_tokens  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TINY_RUN = ["--preset", "tiny", "--batch-size", "8", "--seq-len", "32", "--quiet"]
+# fp32: the equality tests below compare runs bit for bit (bf16 autocast is the default on bf16 CPUs)
+TINY_RUN = ["--preset", "tiny", "--batch-size", "8", "--seq-len", "32", "--quiet", "--precision", "fp32"]
 
 
 @pytest.fixture(scope="module")
@@ -222,6 +223,53 @@ def test_exported_pretrained_model_loads_as_kobert_checkpoint(shard_dir, tmp_pat
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*")) == ["step_0000002", "step_0000003"]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["steps"] == 3 and summary["tokens"] == 3 * 8 * 32
+
+
+# --- the backbone recipe: warmup-stable-decay, ELECTRA, publish and continue ----------------------
+
+
+def test_wsd_schedule_is_keyed_to_tokens():
+    from kobert.training.pretrain import PretrainConfig, learning_rate
+
+    cfg = PretrainConfig(shards="s", out="o", batch_size=4, seq_len=10, lr=1e-3, schedule="wsd",
+                         warmup_tokens=400, decay_tokens=1000, max_tokens=4000)
+    assert cfg.steps == 100  # max_tokens / (batch x seq_len)
+    assert learning_rate(cfg, 0, 0) == pytest.approx(1e-4)  # warm-up: tokens after this step / warmup
+    assert learning_rate(cfg, 5, 360) == pytest.approx(1e-3)
+    assert learning_rate(cfg, 50, 2000) == pytest.approx(1e-3)  # stable
+    assert learning_rate(cfg, 80, 3500) == pytest.approx(0.5e-3)  # halfway through the decay
+    # a continued backbone re-warms from where its fresh optimizer started
+    assert learning_rate(cfg, 50, 2000, warmup_from=2000) == pytest.approx(1e-4)
+
+
+def test_electra_run_publishes_a_bert_backbone_that_continues(shard_dir, tmp_path):
+    """ELECTRA pretraining -> decay branch -> `kobert backbone publish` -> `--init-from` on a fresh run."""
+    import transformers
+
+    electra = ("--objective", "electra", "--schedule", "wsd", "--warmup-tokens", "512", "--log-every", "2",
+               "--checkpoint-every", "100")
+    run, release, backbone = tmp_path / "run", tmp_path / "release", tmp_path / "backbone"
+    _run(_pretrain_cmd(shard_dir, run, *electra, "--max-tokens", str(6 * 8 * 32)))
+    _run(_pretrain_cmd(shard_dir, release, *electra, "--branch-from", str(run), "--max-tokens", str(10 * 8 * 32),
+                       "--decay-tokens", str(4 * 8 * 32)))
+    assert (run / "checkpoints" / "latest").read_text() == "step_0000006"  # the branch left the run alone
+    lrs = [float(r["lr"]) for r in _log(release)]
+    assert lrs[-1] < lrs[-2] < max(lrs)  # decaying at the end
+    assert [int(r["step"]) for r in _log(release)] == [2, 4, 6, 8, 10]
+
+    _run([sys.executable, "-m", "kobert.training.cli", "backbone", "publish", str(release), "--out", str(backbone)])
+    state = json.loads((backbone / "state.json").read_text())
+    assert state["step"] == 10 and state["tokens"] == 10 * 8 * 32 and state["recipe"]["objective"] == "electra"
+    model = transformers.AutoModel.from_pretrained(backbone)  # plain transformers, no kobert
+    assert type(model).__name__ == "BertModel"
+    from kobert.checkpoint import load_checkpoint
+
+    assert load_checkpoint(backbone).config.num_hidden_layers == 2
+
+    cont = _run(_pretrain_cmd(shard_dir, tmp_path / "next", *electra, "--init-from", str(backbone),
+                              "--max-tokens", str(12 * 8 * 32)))
+    assert "continuing" in cont.stdout and "from step 10" in cont.stdout
+    assert [int(r["step"]) for r in _log(tmp_path / "next")] == [12]
 
 
 # --- NSMC fine-tuning ------------------------------------------------------------------------------

@@ -528,174 +528,254 @@ def continue_backbone(backbone: Path, model, cfg: PretrainConfig) -> tuple[int, 
 # --- the loop --------------------------------------------------------------------------
 
 
-def pretrain(cfg: PretrainConfig) -> dict:
-    """Run (or resume) pretraining; returns a summary. Works alone or under torchrun."""
+@dataclass
+class Ranks:
+    """Where this process sits: alone, or one rank of a torchrun job."""
+
+    rank: int = 0
+    world: int = 1
+    distributed: bool = False
+    device: object = "cpu"
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
+class Position:
+    """How far the run has come; `step` is also the data position (step s always draws batch s)."""
+
+    step: int = 0
+    tokens: int = 0
+    elapsed_before: float = 0.0  # wall seconds spent by earlier processes of this run
+    warmup_from: int = 0  # tokens where this optimizer's warm-up began (a continued backbone re-warms)
+
+
+def start_ranks(cfg: PretrainConfig) -> Ranks:
     import torch
     import torch.distributed as dist
 
-    distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-    if distributed:
+    ranks = Ranks(device=torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_cuda else "cpu"))
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         dist.init_process_group("nccl" if use_cuda else "gloo")
-        rank, world = dist.get_rank(), dist.get_world_size()
-    else:
-        rank, world = 0, 1
-    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_cuda else "cpu")
+        ranks.rank, ranks.world, ranks.distributed = dist.get_rank(), dist.get_world_size(), True
     if use_cuda:
-        torch.cuda.set_device(device)
+        torch.cuda.set_device(ranks.device)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    master = rank == 0
-    if cfg.batch_size % (world * cfg.grad_accum):
-        raise ValueError(f"batch_size={cfg.batch_size} is not divisible by world size {world} x grad_accum {cfg.grad_accum}")
-    rows_per_rank = cfg.batch_size // world
-    micro = rows_per_rank // cfg.grad_accum
+    if cfg.batch_size % (ranks.world * cfg.grad_accum):
+        raise ValueError(f"batch_size={cfg.batch_size} is not divisible by world size {ranks.world} "
+                         f"x grad_accum {cfg.grad_accum}")
+    return ranks
 
-    out = Path(cfg.out)
-    shards = load_shards(cfg.shards)
-    data = PackedSequences(shards, cfg.seq_len)
-    mask_id = shards.special_id("[MASK]")
-    vocab_size = int(shards.meta["vocab_size"])
-    config = cfg.model_config(vocab_size)
 
-    torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts them)
-    model = build_pretraining_model(config, cfg).to(device)
-    optimizer = build_optimizer(model, cfg)
-    start_step, tokens, elapsed_before = 0, 0, 0.0
-    warmup_from = 0  # tokens where this optimizer's warm-up began (a continued backbone re-warms)
+def restore_position(cfg: PretrainConfig, out: Path, model, optimizer, ranks: Ranks) -> Position:
+    """Where to start: a branch copies another run's checkpoint in; --resume (or a branch) loads
+    out's latest checkpoint with its optimizer; --init-from loads a committed backbone's weights."""
+    say = print if ranks.master else (lambda *a, **k: None)
     if cfg.branch_from and latest_checkpoint(out) is None:
-        ckpt = branch_checkpoint(Path(cfg.branch_from), out)
-        if master:
-            print(f"branched from {ckpt}")
-    resumable = (cfg.resume or cfg.branch_from) and latest_checkpoint(out) is not None
-    if cfg.init_from and not resumable:
-        start_step, tokens, elapsed_before = continue_backbone(Path(cfg.init_from), model, cfg)
-        warmup_from = tokens
-        if master:
-            print(f"continuing {cfg.init_from} from step {start_step} ({tokens:,} tokens) with a fresh optimizer")
-    if (cfg.resume or cfg.branch_from) and (ckpt := latest_checkpoint(out)) is not None:
-        state = load_checkpoint_state(ckpt, model, optimizer, cfg, device)
-        start_step, tokens, elapsed_before = state["step"], state["tokens"], state["elapsed_s"]
-        warmup_from = state.get("warmup_from_tokens", 0)
-        if master:
-            print(f"resumed from {ckpt} at step {start_step}")
-    elif cfg.resume and master:
-        print(f"no checkpoint under {out / 'checkpoints'}; starting from step 0")
+        say(f"branched from {branch_checkpoint(Path(cfg.branch_from), out)}")
+    ckpt = latest_checkpoint(out) if (cfg.resume or cfg.branch_from) else None
+    if ckpt is not None:
+        state = load_checkpoint_state(ckpt, model, optimizer, cfg, ranks.device)
+        say(f"resumed from {ckpt} at step {state['step']}")
+        return Position(state["step"], state["tokens"], state["elapsed_s"], state.get("warmup_from_tokens", 0))
+    if cfg.resume:
+        say(f"no checkpoint under {out / 'checkpoints'}; starting from step 0")
+    if cfg.init_from:
+        step, tokens, elapsed = continue_backbone(Path(cfg.init_from), model, cfg)
+        say(f"continuing {cfg.init_from} from step {step} ({tokens:,} tokens) with a fresh optimizer")
+        return Position(step, tokens, elapsed, warmup_from=tokens)
+    return Position()
+
+
+def wrap_objective(cfg: PretrainConfig, model, ranks: Ranks):
+    import torch
 
     objective = _electra_objective(model, cfg.rtd_weight) if cfg.objective == "electra" else _masked_lm_objective(model)
     if cfg.compile:
         objective = torch.compile(objective)
-    if distributed:
+    if ranks.distributed:
         from torch.nn.parallel import DistributedDataParallel
 
-        objective = DistributedDataParallel(objective, device_ids=[device.index] if use_cuda else None)
-    bf16 = use_bf16(cfg.precision, use_cuda)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+        objective = DistributedDataParallel(objective, device_ids=[ranks.device.index] if ranks.device.type == "cuda" else None)
+    return objective
 
-    log_file = out / "log.csv"
-    if master:
+
+def train_step(cfg: PretrainConfig, step: int, data: PackedSequences, objective, model, optimizer, ranks: Ranks,
+               autocast, mask_id: int, vocab_size: int):
+    """One optimizer step on global batch `step` (this rank's rows, in grad_accum micro-batches); the summed loss."""
+    import torch
+
+    inputs, labels = global_batch(data, cfg, step, mask_id, vocab_size)
+    n_masked = max(1, int((labels != IGNORE_INDEX).sum()))  # over the global batch
+    originals = np.where(labels != IGNORE_INDEX, labels, inputs)
+    n_tokens = max(1, int((originals != data.pad).sum()))
+    rows = cfg.batch_size // ranks.world
+    mine = slice(ranks.rank * rows, (ranks.rank + 1) * rows)
+    x, y, o = (torch.from_numpy(a[mine]).to(ranks.device) for a in (inputs, labels, originals))
+    attention = (o != data.pad).long()
+    torch.manual_seed(cfg.seed * 1_000_003 + step * 1009 + ranks.rank)  # dropout, reproducible on resume
+    micro = rows // cfg.grad_accum
+    total = torch.zeros((), device=ranks.device)
+    for m in range(cfg.grad_accum):
+        part = slice(m * micro, (m + 1) * micro)
+        last = m == cfg.grad_accum - 1
+        context = objective.no_sync() if ranks.distributed and not last else contextlib.nullcontext()
+        with context, autocast:
+            loss = objective(x[part], attention[part], y[part], o[part], n_masked, n_tokens)
+        # DDP averages gradients over ranks; the loss is already a share of the global mean.
+        (loss * ranks.world).backward()
+        total += loss.detach()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total
+
+
+class TrainLog:
+    """log.csv rows every `log_every` steps (loss averaged over ranks and steps) and the progress bar."""
+
+    def __init__(self, cfg: PretrainConfig, out: Path, ranks: Ranks, position: Position):
+        import torch
+
+        self.cfg, self.file, self.ranks = cfg, out / "log.csv", ranks
+        self.loss_sum, self.steps = torch.zeros((), device=ranks.device), 0
+        self.last_loss = float("nan")
+        self.t_start = self.t_row = time.perf_counter()
+        self.tokens_at_row, self.elapsed_before = position.tokens, position.elapsed_before
+        self.bar = None
+        if ranks.master:
+            _truncate_log(self.file, position.step)
+            if cfg.progress:
+                try:
+                    from tqdm import tqdm
+
+                    self.bar = tqdm(total=cfg.steps, initial=position.step, unit="step", dynamic_ncols=True)
+                except ImportError:
+                    pass
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.t_start
+
+    def add(self, loss, done: int, tokens: int, lr: float) -> None:
+        import torch.distributed as dist
+
+        self.loss_sum += loss
+        self.steps += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        if done % self.cfg.log_every and done != self.cfg.steps:
+            return
+        if self.ranks.distributed:
+            dist.all_reduce(self.loss_sum)
+        self.last_loss = self.loss_sum.item() / self.steps
+        now = time.perf_counter()
+        rate = (tokens - self.tokens_at_row) / max(now - self.t_row, 1e-9)
+        if self.ranks.master:
+            with open(self.file, "a", newline="") as f:
+                csv.writer(f).writerow([done, f"{self.last_loss:.6f}", f"{lr:.6e}", tokens, f"{rate:.1f}",
+                                        f"{self.elapsed():.1f}"])
+            if self.bar is not None:
+                self.bar.set_postfix(loss=f"{self.last_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{rate:,.0f}", refresh=False)
+            else:
+                print(f"step {done}/{self.cfg.steps} loss {self.last_loss:.4f} lr {lr:.2e} tokens/s {rate:,.0f}", flush=True)
+        self.loss_sum.zero_()
+        self.steps, self.t_row, self.tokens_at_row = 0, now, tokens
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def out_of_time(cfg: PretrainConfig, log: TrainLog, ranks: Ranks) -> bool:
+    """--time-limit-min reached (agreed by every rank, so all stop at the same step)."""
+    import torch
+    import torch.distributed as dist
+
+    if cfg.time_limit_min is None:
+        return False
+    over = time.perf_counter() - log.t_start >= 60 * cfg.time_limit_min
+    if ranks.distributed:
+        flag = torch.tensor([float(over)], device=ranks.device)
+        dist.all_reduce(flag)
+        over = bool(flag.item())
+    return over
+
+
+def finish(cfg: PretrainConfig, out: Path, model, config: KoBertConfig, shards: TokenShards, log: TrainLog,
+           summary: dict) -> dict:
+    """The master's last words: the exported model, the loss curve, summary.json."""
+    summary["model_dir"] = str(export_model(model, config, shards, out / "model", cfg.seed))
+    png = plot_loss(log.file, out / "loss.png")
+    summary["loss_png"] = str(png) if png else None
+    rows = read_log(log.file)
+    if rows:
+        summary["tokens_per_s"] = rows[-1]["tokens_per_s"]
+    (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return summary
+
+
+def pretrain(cfg: PretrainConfig) -> dict:
+    """Run (or resume, branch, continue) pretraining; returns a summary. Works alone or under torchrun."""
+    import torch
+    import torch.distributed as dist
+
+    ranks = start_ranks(cfg)
+    out = Path(cfg.out)
+    shards = load_shards(cfg.shards)
+    data = PackedSequences(shards, cfg.seq_len)
+    mask_id, vocab_size = shards.special_id("[MASK]"), int(shards.meta["vocab_size"])
+    config = cfg.model_config(vocab_size)
+
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts them)
+    model = build_pretraining_model(config, cfg).to(ranks.device)
+    optimizer = build_optimizer(model, cfg)
+    position = restore_position(cfg, out, model, optimizer, ranks)
+    objective = wrap_objective(cfg, model, ranks)
+    bf16 = use_bf16(cfg.precision, ranks.device.type == "cuda")
+    autocast = torch.autocast(ranks.device.type, dtype=torch.bfloat16, enabled=bf16)
+    if ranks.master:
         out.mkdir(parents=True, exist_ok=True)
         (out / "pretrain_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2), encoding="utf-8")
-        _truncate_log(log_file, start_step)
         print(f"model: {config.num_hidden_layers} layers x {config.hidden_size}, vocab {vocab_size}, "
-              f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters; shards: {shards.num_tokens:,} tokens; "
-              f"world {world}, {cfg.batch_size} x {cfg.seq_len} tokens per step, device {device}, "
+              f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters; shards: {shards.num_tokens:,} "
+              f"tokens; world {ranks.world}, {cfg.batch_size} x {cfg.seq_len} tokens per step, device {ranks.device}, "
               f"objective {cfg.objective}, {'bf16 autocast' if bf16 else 'fp32'}, schedule {cfg.schedule}")
-    bar = None
-    if master and cfg.progress:
-        try:
-            from tqdm import tqdm
-
-            bar = tqdm(total=cfg.steps, initial=start_step, unit="step", dynamic_ncols=True)
-        except ImportError:
-            pass
+    log = TrainLog(cfg, out, ranks, position)
 
     model.train()
-    t_log, t_start, tokens_at_log = time.perf_counter(), time.perf_counter(), tokens
-    loss_sum = torch.zeros((), device=device)
-    steps_since_log = 0
-    last_loss = float("nan")
     t_checkpoint = time.perf_counter()
-    done = start_step
-    for step in range(start_step, cfg.steps):
-        lr = learning_rate(cfg, step, tokens, warmup_from)
+    while position.step < cfg.steps:
+        lr = learning_rate(cfg, position.step, position.tokens, position.warmup_from)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        inputs, labels = global_batch(data, cfg, step, mask_id, vocab_size)
-        n_masked = max(1, int((labels != IGNORE_INDEX).sum()))  # over the global batch
-        originals = np.where(labels != IGNORE_INDEX, labels, inputs)
-        n_tokens = max(1, int((originals != data.pad).sum()))
-        mine = slice(rank * rows_per_rank, (rank + 1) * rows_per_rank)
-        inputs_t = torch.from_numpy(inputs[mine]).to(device)
-        labels_t = torch.from_numpy(labels[mine]).to(device)
-        originals_t = torch.from_numpy(originals[mine]).to(device)
-        attention = (originals_t != data.pad).long()
-        torch.manual_seed(cfg.seed * 1_000_003 + step * 1009 + rank)  # dropout, reproducible on resume
-        for m in range(cfg.grad_accum):
-            part = slice(m * micro, (m + 1) * micro)
-            sync = m == cfg.grad_accum - 1
-            context = objective.no_sync() if distributed and not sync else contextlib.nullcontext()
-            with context, autocast:
-                loss = objective(inputs_t[part], attention[part], labels_t[part], originals_t[part],
-                                 n_masked, n_tokens)
-            # DDP averages gradients over ranks; the loss is already a share of the global mean.
-            (loss * world).backward()
-            loss_sum += loss.detach()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        tokens += cfg.batch_size * cfg.seq_len
-        steps_since_log += 1
-        done = step + 1
-
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            if distributed:
-                dist.all_reduce(loss_sum)
-            last_loss = loss_sum.item() / steps_since_log
-            now = time.perf_counter()
-            rate = (tokens - tokens_at_log) / max(now - t_log, 1e-9)
-            if master:
-                with open(log_file, "a", newline="") as f:
-                    csv.writer(f).writerow([done, f"{last_loss:.6f}", f"{lr:.6e}", tokens, f"{rate:.1f}",
-                                            f"{elapsed_before + now - t_start:.1f}"])
-                if bar is not None:
-                    bar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{rate:,.0f}", refresh=False)
-                else:
-                    print(f"step {done}/{cfg.steps} loss {last_loss:.4f} lr {lr:.2e} tokens/s {rate:,.0f}", flush=True)
-            loss_sum.zero_()
-            steps_since_log, t_log, tokens_at_log = 0, now, tokens
-        if bar is not None:
-            bar.update(1)
-        now = time.perf_counter()
-        out_of_time = cfg.time_limit_min is not None and now - t_start >= 60 * cfg.time_limit_min
-        if distributed and cfg.time_limit_min is not None:  # every rank stops at the same step
-            flag = torch.tensor([float(out_of_time)], device=device)
-            dist.all_reduce(flag)
-            out_of_time = bool(flag.item())
-        timed = now - t_checkpoint >= 60 * cfg.checkpoint_minutes
-        if master and (done % cfg.checkpoint_every == 0 or done == cfg.steps or out_of_time or timed):
-            save_checkpoint(out, done, model, optimizer, cfg, tokens, elapsed_before + now - t_start, warmup_from)
-            t_checkpoint = now
-        if out_of_time:
-            if master:
-                print(f"time limit of {cfg.time_limit_min} min reached at step {done} ({tokens:,} tokens); "
-                      f"resume with --resume")
+        loss = train_step(cfg, position.step, data, objective, model, optimizer, ranks, autocast, mask_id, vocab_size)
+        position.step += 1
+        position.tokens += cfg.batch_size * cfg.seq_len
+        log.add(loss, position.step, position.tokens, lr)
+        stop = out_of_time(cfg, log, ranks)
+        timed = time.perf_counter() - t_checkpoint >= 60 * cfg.checkpoint_minutes
+        due = position.step % cfg.checkpoint_every == 0 or position.step == cfg.steps or stop or timed
+        if ranks.master and due:
+            save_checkpoint(out, position.step, model, optimizer, cfg, position.tokens, log.elapsed(),
+                            position.warmup_from)
+            t_checkpoint = time.perf_counter()
+        if stop:
+            if ranks.master:
+                print(f"time limit of {cfg.time_limit_min} min reached at step {position.step} "
+                      f"({position.tokens:,} tokens); continue with --resume")
             break
-    if bar is not None:
-        bar.close()
+    log.close()
 
-    summary = {"steps": done, "tokens": tokens,
-               "final_loss": last_loss, "world_size": world, "objective": cfg.objective, "bf16": bf16}
-    if master:
-        summary["model_dir"] = str(export_model(model, config, shards, out / "model", cfg.seed))
-        png = plot_loss(log_file, out / "loss.png")
-        summary["loss_png"] = str(png) if png else None
-        rows = read_log(log_file)
-        if rows:
-            summary["tokens_per_s"] = rows[-1]["tokens_per_s"]
-        (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    if distributed:
+    summary = {"steps": position.step, "tokens": position.tokens, "final_loss": log.last_loss,
+               "world_size": ranks.world, "objective": cfg.objective, "bf16": bf16}
+    if ranks.master:
+        finish(cfg, out, model, config, shards, log, summary)
+    if ranks.distributed:
         dist.barrier()
         dist.destroy_process_group()
     return summary
