@@ -272,6 +272,23 @@ def test_electra_run_publishes_a_bert_backbone_that_continues(shard_dir, tmp_pat
     assert [int(r["step"]) for r in _log(tmp_path / "next")] == [12]
 
 
+def test_continuation_with_another_batch_size_stops_at_max_tokens_fully_decayed(shard_dir, tmp_path):
+    """--init-from at a smaller batch: the run is keyed to tokens, so it ends at --max-tokens with the
+    decay complete (not at a step count computed for the old batch size, nor with steps at LR 0)."""
+    mlm = ("--schedule", "wsd", "--warmup-tokens", "256", "--log-every", "1", "--checkpoint-every", "100")
+    _run(_pretrain_cmd(shard_dir, tmp_path / "run", *mlm, "--max-tokens", str(4 * 8 * 32)))
+    _run([sys.executable, "-m", "kobert.training.cli", "backbone", "publish", str(tmp_path / "run"),
+          "--out", str(tmp_path / "backbone")])
+    small = [a if a != "8" else "4" for a in _pretrain_cmd(shard_dir, tmp_path / "next", *mlm,
+                                                            "--init-from", str(tmp_path / "backbone"),
+                                                            "--max-tokens", str(8 * 8 * 32), "--decay-tokens", "512")]
+    _run(small)
+    rows = _log(tmp_path / "next")
+    assert [int(r["tokens"]) for r in rows] == list(range(4 * 8 * 32 + 128, 8 * 8 * 32 + 1, 128))
+    lrs = [float(r["lr"]) for r in rows]
+    assert lrs[-1] < 0.3 * max(lrs) and min(lrs) > 0  # decayed to the end, never a step at LR 0
+
+
 # --- NSMC fine-tuning ------------------------------------------------------------------------------
 
 

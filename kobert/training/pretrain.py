@@ -174,7 +174,7 @@ def learning_rate(cfg: PretrainConfig, step: int, tokens: int = 0, warmup_from: 
     """
     if cfg.schedule == "wsd":
         lr = cfg.lr * min(1.0, (tokens - warmup_from + cfg.batch_size * cfg.seq_len) / max(1, cfg.warmup_tokens))
-        end = cfg.steps * cfg.batch_size * cfg.seq_len
+        end = cfg.max_tokens or cfg.steps * cfg.batch_size * cfg.seq_len
         if cfg.decay_tokens > 0 and tokens >= end - cfg.decay_tokens:
             left = max(0.0, (end - tokens) / cfg.decay_tokens)
             lr = cfg.min_lr + (lr - cfg.min_lr) * left
@@ -510,10 +510,11 @@ def continue_backbone(backbone: Path, model, cfg: PretrainConfig) -> tuple[int, 
     if not state_file.is_file():
         raise FileNotFoundError(f"{backbone}: no state.json (a backbone committed by `kobert pretrain`)")
     state = json.loads(state_file.read_text(encoding="utf-8"))
-    recipe = state.get("recipe", {})
-    for key in ("objective", "seed", "batch_size", "seq_len"):
-        if key in recipe and recipe[key] != getattr(cfg, key):
-            raise ValueError(f"{backbone}: backbone was trained with {key}={recipe[key]!r}, this run {getattr(cfg, key)!r}")
+    # Batch size and sequence length may change (a stretch at 512 tokens, more steps per token):
+    # batches are drawn at random per (seed, step), so the step stays a valid data position.
+    objective = state.get("recipe", {}).get("objective", "mlm")
+    if objective != cfg.objective:
+        raise ValueError(f"{backbone}: backbone was trained with objective={objective!r}, this run {cfg.objective!r}")
     tensors = load_file(str(backbone / "model.safetensors"))  # the encoder (+ MLM head for MLM runs)
     extras = backbone / "pretrain_weights.safetensors"  # ELECTRA: generator + RTD head
     if extras.is_file():
@@ -661,14 +662,14 @@ class TrainLog:
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.t_start
 
-    def add(self, loss, done: int, tokens: int, lr: float) -> None:
+    def add(self, loss, done: int, tokens: int, lr: float, last: bool) -> None:
         import torch.distributed as dist
 
         self.loss_sum += loss
         self.steps += 1
         if self.bar is not None:
             self.bar.update(1)
-        if done % self.cfg.log_every and done != self.cfg.steps:
+        if done % self.cfg.log_every and not last:
             return
         if self.ranks.distributed:
             dist.all_reduce(self.loss_sum)
@@ -689,6 +690,13 @@ class TrainLog:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def finished(cfg: PretrainConfig, position: Position) -> bool:
+    """--max-tokens seen (a continuation may change tokens per step), else --steps done."""
+    if cfg.max_tokens is not None:
+        return position.tokens >= cfg.max_tokens
+    return position.step >= cfg.steps
 
 
 def out_of_time(cfg: PretrainConfig, log: TrainLog, ranks: Ranks) -> bool:
@@ -749,17 +757,17 @@ def pretrain(cfg: PretrainConfig) -> dict:
 
     model.train()
     t_checkpoint = time.perf_counter()
-    while position.step < cfg.steps:
+    while not finished(cfg, position):
         lr = learning_rate(cfg, position.step, position.tokens, position.warmup_from)
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss = train_step(cfg, position.step, data, objective, model, optimizer, ranks, autocast, mask_id, vocab_size)
         position.step += 1
         position.tokens += cfg.batch_size * cfg.seq_len
-        log.add(loss, position.step, position.tokens, lr)
+        log.add(loss, position.step, position.tokens, lr, finished(cfg, position))
         stop = out_of_time(cfg, log, ranks)
         timed = time.perf_counter() - t_checkpoint >= 60 * cfg.checkpoint_minutes
-        due = position.step % cfg.checkpoint_every == 0 or position.step == cfg.steps or stop or timed
+        due = position.step % cfg.checkpoint_every == 0 or finished(cfg, position) or stop or timed
         if ranks.master and due:
             save_checkpoint(out, position.step, model, optimizer, cfg, position.tokens, log.elapsed(),
                             position.warmup_from)
