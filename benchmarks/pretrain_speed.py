@@ -4,7 +4,8 @@
 
 Rows (each a fresh model + AdamW, the same real batches from `kobert shards` output, dropout 0):
 MLM fp32, MLM bf16 autocast, MLM bf16 + torch.compile, ELECTRA (generator ½ width) bf16.
-All use the vocabulary head at masked positions only (kobert.training.pretrain's objectives).
+Each step is `kobert.training.pretrain.train_step`, the training loop's own (vocabulary head at
+masked positions only, batch drawing and masking included).
 Tokens/s = batch x seq_len x timed steps / seconds, after 2 untimed warm-up steps. The
 printed table (with the CPU line) goes into kobert/assets/backbone/CARD.md.
 """
@@ -17,7 +18,6 @@ import time
 
 def measure(shards: str, objective: str, precision: str, compile_: bool, layers: int, hidden: int,
             batch: int, seq_len: int, steps: int) -> float:
-    import numpy as np
     import torch
 
     from kobert.training import pretrain as P
@@ -26,33 +26,21 @@ def measure(shards: str, objective: str, precision: str, compile_: bool, layers:
     cfg = P.PretrainConfig(shards=shards, out="/tmp/unused", preset="small", batch_size=batch, seq_len=seq_len,
                            model={"num_hidden_layers": layers, "hidden_size": hidden, "num_attention_heads": hidden // 64,
                                   "intermediate_size": 4 * hidden},
-                           objective=objective, precision=precision, dropout=0.0)
+                           objective=objective, precision=precision, dropout=0.0, compile=compile_)
     data = load_shards(shards)
     packed = P.PackedSequences(data, seq_len)
     vocab = int(data.meta["vocab_size"])
     torch.manual_seed(0)
     model = P.build_pretraining_model(cfg.model_config(vocab), cfg)
     optimizer = P.build_optimizer(model, cfg)
-    objective_fn = (P._electra_objective(model, cfg.rtd_weight) if objective == "electra"
-                    else P._masked_lm_objective(model))
-    if compile_:
-        objective_fn = torch.compile(objective_fn)
+    ranks = P.Ranks(device=torch.device("cpu"))
+    objective_fn = P.wrap_objective(cfg, model, ranks)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
     mask_id = data.special_id("[MASK]")
     elapsed = 0.0
-    for step in range(steps + 2):
-        inputs, labels = P.global_batch(packed, cfg, step, mask_id, vocab)
-        originals = np.where(labels != P.IGNORE_INDEX, labels, inputs)
-        n_masked = int((labels != P.IGNORE_INDEX).sum())
-        n_tokens = int((originals != packed.pad).sum())
+    for step in range(steps + 2):  # the training loop's own step: batch drawing and masking included
         t = time.perf_counter()
-        x, y, o = (torch.from_numpy(a) for a in (inputs, labels, originals))
-        with autocast:
-            loss = objective_fn(x, (o != packed.pad).long(), y, o, n_masked, n_tokens)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        P.train_step(cfg, step, packed, objective_fn, model, optimizer, ranks, autocast, mask_id, vocab)
         if step >= 2:
             elapsed += time.perf_counter() - t
     return batch * seq_len * steps / elapsed

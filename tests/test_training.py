@@ -279,10 +279,8 @@ def test_continuation_with_another_batch_size_stops_at_max_tokens_fully_decayed(
     _run(_pretrain_cmd(shard_dir, tmp_path / "run", *mlm, "--max-tokens", str(4 * 8 * 32)))
     _run([sys.executable, "-m", "kobert.training.cli", "backbone", "publish", str(tmp_path / "run"),
           "--out", str(tmp_path / "backbone")])
-    small = [a if a != "8" else "4" for a in _pretrain_cmd(shard_dir, tmp_path / "next", *mlm,
-                                                            "--init-from", str(tmp_path / "backbone"),
-                                                            "--max-tokens", str(8 * 8 * 32), "--decay-tokens", "512")]
-    _run(small)
+    _run(_pretrain_cmd(shard_dir, tmp_path / "next", *mlm, "--batch-size", "4",  # the last --batch-size wins
+                       "--init-from", str(tmp_path / "backbone"), "--max-tokens", str(8 * 8 * 32), "--decay-tokens", "512"))
     rows = _log(tmp_path / "next")
     assert [int(r["tokens"]) for r in rows] == list(range(4 * 8 * 32 + 128, 8 * 8 * 32 + 1, 128))
     lrs = [float(r["lr"]) for r in rows]

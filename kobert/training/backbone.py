@@ -21,29 +21,19 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
+from kobert.bench import cpu_info
 from kobert.training.pretrain import (IGNORE_INDEX, PretrainConfig, build_pretraining_model, latest_checkpoint,
                                       mask_tokens, plot_loss, read_log)
 
 RECIPE_KEYS = ("objective", "preset", "model", "seed", "batch_size", "seq_len", "mask_prob", "lr", "schedule",
                "warmup_tokens", "decay_tokens", "min_lr", "weight_decay", "betas", "eps", "dropout",
                "generator_fraction", "rtd_weight", "precision", "max_tokens")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def heldout_accuracy(run: Path, texts: list[str], seq_len: int = 128, seed: int = 0, limit: int = 2000) -> dict:
@@ -122,7 +112,7 @@ def publish_backbone(run: str | Path, dest: str | Path, heldout: dict | None = N
                   title="backbone pretraining loss")
     previous = json.loads((dest / "state.json").read_text(encoding="utf-8")) if (dest / "state.json").is_file() else {}
     rows = read_log(run / "log.csv")
-    session = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu_model(), "run": run.name,
+    session = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu_info()["model"], "run": run.name,
                "tokens_at_end": trainer["tokens"], "step_at_end": trainer["step"],
                "tokens_per_s_median": round(float(np.median([r["tokens_per_s"] for r in rows[1:]])), 1) if len(rows) > 1 else None,
                "note": note}

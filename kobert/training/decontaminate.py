@@ -75,10 +75,11 @@ def overlap_report(corpus_files: list[str | Path], data_dir: str | Path) -> dict
                 found.add(whole)
             found.update(s for s in sentences(doc) if s in wanted)
         seen_in[Path(f).name] = found
+    seen_anywhere = set().union(*seen_in.values())
     report = {}
     for name, units in targets.items():
         per_file = {corpus: len(units & found) for corpus, found in seen_in.items() if units & found}
-        hits = len(units & set().union(*seen_in.values()))
+        hits = len(units & seen_anywhere)
         report[name] = {"sentences": len(units), "seen": hits, "percent": round(100 * hits / max(1, len(units)), 3),
                         "by_corpus_file": per_file}
     return report

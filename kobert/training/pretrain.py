@@ -350,13 +350,17 @@ def save_checkpoint(out: Path, step: int, model, optimizer, cfg: PretrainConfig,
     final = root / name
     shutil.rmtree(final, ignore_errors=True)  # left by a run killed between rename and `latest`
     os.replace(tmp, final)
-    latest_tmp = root / "latest.tmp"
-    latest_tmp.write_text(name, encoding="utf-8")
-    os.replace(latest_tmp, root / "latest")
+    _point_latest(root, name)
     kept = sorted(p for p in root.glob("step_*") if p.is_dir())
     for old in kept[:-cfg.keep_checkpoints]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _point_latest(root: Path, name: str) -> None:
+    """Make `root/latest` name checkpoint `name`, atomically."""
+    (root / "latest.tmp").write_text(name, encoding="utf-8")
+    os.replace(root / "latest.tmp", root / "latest")
 
 
 def latest_checkpoint(out: Path) -> Path | None:
@@ -375,8 +379,9 @@ def load_checkpoint_state(path: Path, model, optimizer, cfg: PretrainConfig, dev
     state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
     saved = state["config"]
     for key in ("seed", "batch_size", "seq_len", "mask_prob", "preset", "model", "objective"):
-        if saved.get(key, "mlm" if key == "objective" else None) != dataclasses.asdict(cfg)[key]:
-            raise ValueError(f"{path}: checkpoint has {key}={saved[key]!r}, this run {dataclasses.asdict(cfg)[key]!r}; "
+        before = saved.get(key, "mlm" if key == "objective" else None)  # runs before --objective were MLM
+        if before != dataclasses.asdict(cfg)[key]:
+            raise ValueError(f"{path}: checkpoint has {key}={before!r}, this run {dataclasses.asdict(cfg)[key]!r}; "
                              "resuming with different data or model settings would not continue the same run")
     _load_model_state(model, path / "model.safetensors")
     tensors = load_file(str(path / "optimizer.safetensors"), device=str(device))
@@ -468,15 +473,12 @@ def _truncate_log(log_file: Path, step: int) -> None:
 
 def use_bf16(precision: str, cuda: bool) -> bool:
     """bf16 autocast where the hardware computes in bf16 (AMX-BF16 or AVX512-BF16 CPUs, CUDA)."""
+    from kobert.bench import cpu_info
+
     if precision != "auto":
         return precision == "bf16"
-    if cuda:
-        return True
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " amx_bf16" in flags or " avx512_bf16" in flags
+    flags = cpu_info()["flags"]
+    return cuda or flags.get("amx_bf16", False) or flags.get("avx512_bf16", False)
 
 
 def branch_checkpoint(run: Path, out: Path) -> Path:
@@ -491,11 +493,9 @@ def branch_checkpoint(run: Path, out: Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(source, tmp)
     os.replace(tmp, root / source.name)
-    (root / "latest.tmp").write_text(source.name, encoding="utf-8")
-    os.replace(root / "latest.tmp", root / "latest")
-    for f in ("log.csv",):
-        if (run / f).is_file() and not (out / f).exists():
-            shutil.copy2(run / f, out / f)
+    _point_latest(root, source.name)
+    if (run / "log.csv").is_file() and not (out / "log.csv").exists():
+        shutil.copy2(run / "log.csv", out / "log.csv")
     return source
 
 
