@@ -92,7 +92,12 @@ def cmd_backbone_publish(args) -> int:
 
 
 def add_training_commands(commands) -> None:
-    """Add `shards`, `pretrain` and `finetune` to the `kobert` subparsers."""
+    """Add `shards`, `pretrain`, `backbone` and `finetune` to the `kobert` subparsers."""
+    for add in (_add_shards, _add_pretrain, _add_backbone, _add_finetune):
+        add(commands)
+
+
+def _add_shards(commands) -> None:
     p = commands.add_parser("shards", help="tokenize a text corpus once into uint16 shards for pretraining")
     p.add_argument("corpus", nargs="+", metavar="CORPUS", help="text files (plain or .xz), one document per line")
     p.add_argument("--out", required=True)
@@ -106,6 +111,8 @@ def add_training_commands(commands) -> None:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_shards)
 
+
+def _add_pretrain(commands) -> None:
     p = commands.add_parser("pretrain", help="MLM pretraining on shards (runs under torchrun for several processes)")
     p.add_argument("--shards", required=True, help="directory written by `kobert shards`")
     p.add_argument("--out", required=True, help="run directory: checkpoints/, log.csv, loss.png, model/")
@@ -151,6 +158,8 @@ def add_training_commands(commands) -> None:
                    help="continue a committed backbone (dir with state.json) with a fresh optimizer")
     p.set_defaults(func=cmd_pretrain)
 
+
+def _add_backbone(commands) -> None:
     p = commands.add_parser("backbone", help="publish a pretraining run as the shipped backbone")
     actions = p.add_subparsers(dest="action", required=True)
     b = actions.add_parser("publish", help="copy RUN's encoder, state.json and loss curve into --out, atomically")
@@ -160,6 +169,8 @@ def add_training_commands(commands) -> None:
     b.add_argument("--note", default="", help="a line for this session's row in state.json")
     b.set_defaults(func=cmd_backbone_publish)
 
+
+def _add_finetune(commands) -> None:
     p = commands.add_parser("finetune", help="fine-tune a checkpoint on a downstream task")
     tasks = p.add_subparsers(dest="task", required=True)
     t = tasks.add_parser("nsmc", help="NSMC sentiment (2 labels): train on ratings_train, report test accuracy")
