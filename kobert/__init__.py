@@ -22,6 +22,6 @@ def get_kobert_model(path=None):
 
     With no argument: the shipped default model (an error names what is missing if none ships).
     """
-    from kobert.checkpoint import load_reference_model
+    from kobert.runtimes.torch import load_reference_model
 
     return load_reference_model("default" if path is None else path)

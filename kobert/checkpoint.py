@@ -10,8 +10,9 @@ Three kinds of source are accepted:
   the Hugging Face names.
 
 Nothing is unpickled: safetensors, or `torch.load(weights_only=True)`.
-This module imports no framework at import time; torch is imported only to read
-`.bin`/legacy files.
+This module imports no framework at import time and no spoke ever: torch is
+imported only inside `read_torch_file`, to read `.bin`/legacy files (the torch
+runtime reads its checkpoints through here, never the other way round).
 """
 
 from __future__ import annotations
@@ -63,9 +64,7 @@ def read_tensors(path: Path) -> dict[str, np.ndarray]:
         raise CheckpointError(f"{path}: no such file")
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
-    from kobert.runtimes.torch import read_torch_state_dict  # torch only for .bin / legacy files
-
-    return read_torch_state_dict(path)
+    return read_torch_file(path)
 
 
 def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
@@ -76,6 +75,22 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
             return {name: f.get_tensor(name) for name in f.keys()}
     except Exception as e:  # SafetensorError, header parse errors, truncation
         raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt?): {e}") from None
+
+
+def read_torch_file(path: Path) -> dict[str, np.ndarray]:
+    """A state dict from a torch file, loaded with `weights_only=True` (no code is unpickled)."""
+    import torch  # pickled `.bin` / legacy files: torch's weights_only unpickler is their one safe reader
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch state dict (truncated, corrupt or unsafe pickle?): {first_line}") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: expected a dict of tensors (a state dict)")
+    return {name: t.detach().float().numpy() if t.is_floating_point() else t.numpy() for name, t in state.items()}
 
 
 # --- name normalisation ------------------------------------------------------
@@ -187,13 +202,6 @@ def load_checkpoint(src: str | Path) -> LoadedCheckpoint:
     source = {"kind": kind, "location": str(src), "pad_token_id": config.pad_token_id,
               "sha256": {f.name: sha256_file(f) for f in files}}
     return LoadedCheckpoint(weights, source, path)
-
-
-def load_reference_model(src: str | Path):
-    """`kobert.get_kobert_model`: a transformers model for a checkpoint dir, hub id or legacy file."""
-    from kobert.runtimes.torch import build_reference_model
-
-    return build_reference_model(load_checkpoint(src).weights)
 
 
 def init_checkpoint(config: KoBertConfig, out: str | Path, seed: int = 0) -> Path:

@@ -1,9 +1,10 @@
 """The PyTorch spoke: transformers' own BERT classes, the reference every artifact is judged against.
 
-Everything kobert does with torch is here: reading `.bin` / legacy state dicts
-without unpickling code, building a transformers model from canonical weights,
-computing the reference outputs, and the torch runtime that serves the export's
-`reference/` checkpoint.
+Everything kobert does with torch's models is here: building a transformers
+model from canonical weights, computing the reference outputs, and the torch
+runtime that serves the export's `reference/` checkpoint. Checkpoints are read
+through the hub (`kobert.checkpoint`), which also reads `.bin` / legacy state
+dicts without unpickling code.
 
 Hidden states and pooled output come from the encoder (`model.bert`); logits
 come from a separate call of the full transformers model, so the head wiring of
@@ -18,21 +19,8 @@ import numpy as np
 import torch
 
 from kobert.canonical import CanonicalWeights, CheckpointError
+from kobert.checkpoint import load_checkpoint
 from kobert.runtimes.base import Runtime
-
-
-def read_torch_state_dict(path: Path) -> dict[str, np.ndarray]:
-    """A state dict from a torch file, loaded with `weights_only=True` (no code is unpickled)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch state dict (truncated, corrupt or unsafe pickle?): {first_line}") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: expected a dict of tensors (a state dict)")
-    return {name: t.detach().float().numpy() if t.is_floating_point() else t.numpy() for name, t in state.items()}
 
 
 def build_reference_model(weights: CanonicalWeights):
@@ -51,6 +39,11 @@ def build_reference_model(weights: CanonicalWeights):
     if missing or unexpected:
         raise CheckpointError(f"reference model: missing {missing[:3]}, unexpected {unexpected[:3]}")
     return model.eval()
+
+
+def load_reference_model(src: str | Path):
+    """`kobert.get_kobert_model`: a transformers model for a checkpoint dir, hub id or legacy file."""
+    return build_reference_model(load_checkpoint(src).weights)
 
 
 def reference_outputs(model, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -75,8 +68,6 @@ class TorchRuntime(Runtime):
     default_artifact = "reference"
 
     def _open(self, files: list[Path]) -> None:
-        from kobert.checkpoint import load_checkpoint
-
         self.model = build_reference_model(load_checkpoint(files[0]).weights)
 
     def _forward(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
