@@ -1,0 +1,425 @@
+"""The benchmark and task tables of the docs, rendered from the committed result files (one source).
+
+    python benchmarks/figures.py            rewrite every generated block in README.md and docs/
+    python benchmarks/figures.py --check    exit 1, naming each block, if a page differs from its JSON
+    python benchmarks/figures.py import-bench runs/bench.json            kobert bench --json -> results/
+    python benchmarks/figures.py import-throughput runs/throughput.json  throughput.py --json -> results/
+
+A page asks for a table with a marker pair; everything between the two lines is this script's:
+
+    <!-- figures: bench-base-ms -->
+    <!-- /figures -->
+
+Every result file in benchmarks/results/ says where its figures came from: `date`, `cpu`, `command`,
+and, for figures copied from an earlier README rather than written by the tool, a `source` line saying
+so and which command re-measures them. The tables print those with every table, so a figure
+never appears without its machine and command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+BLOCK = re.compile(r"(<!-- figures: ([\w-]+) -->\n)(.*?)(<!-- /figures -->)", re.S)
+SHAPES = ["b1 s16", "b1 s128", "b8 s128", "b32 s128"]
+BENCH = "bench-2026-12-02.json"
+THROUGHPUT = "throughput-2026-12-02.json"
+
+
+def load(name: str) -> dict:
+    return json.loads((RESULTS / name).read_text(encoding="utf-8"))
+
+
+def n(x, digits: int | None = None) -> str:
+    """A figure as stored (JSON keeps 137.0 as 137.0, 915 as 915), or with fixed decimals; None is '-'."""
+    if x is None:
+        return "-"
+    return f"{x:,.{digits}f}" if digits is not None else f"{x:,}"
+
+
+def md(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def provenance(data: dict, name: str) -> str:
+    when = data.get("date") or "date not recorded"
+    line = f"*From `benchmarks/results/{name}`: {when}; CPU: {data['cpu']}; command: `{data['command']}`.*"
+    if data.get("source"):
+        line += f" *Note: {data['source']}.*"
+    return line
+
+
+# --- kobert bench ----------------------------------------------------------------------------------
+
+
+def bench_base_ms() -> list[str]:
+    data = load(BENCH)
+    base = data["models"][0]
+    header = ["row"] + [h for s in SHAPES for h in (f"{s} ms", "× torch")]
+    rows = []
+    for label, by_shape in base["rows"].items():
+        cells = [label]
+        for s in SHAPES:
+            c = by_shape[s]
+            cells += [f"{n(c['ms'])} [{n(c['min_ms'])}–{n(c['max_ms'])}]", n(c["x_torch"], 2)]
+        rows.append(cells)
+    return [f"**{base['model']}** ({base['config']}), {data['machine']}. Milliseconds per call, median over "
+            f"{data['rounds']} rounds [min–max over rounds]; × torch = torch eager time / row time.", "",
+            *md(header, rows), "", provenance(data, BENCH)]
+
+
+def bench_base_gflops() -> list[str]:
+    data = load(BENCH)
+    base = data["models"][0]
+    fp32 = {label: by_shape for label, by_shape in base["rows"].items()
+            if all("gflops" in by_shape[s] for s in SHAPES)}
+    # The goal's shapes (batch 8 and 32): the best fp32 model row in bold.
+    best = {s: max(fp32, key=lambda r: fp32[r][s]["percent_of_ceiling"]) for s in ("b8 s128", "b32 s128")}
+    header = [f"fp32 row ({base['model']})"] + [h for s in SHAPES for h in (f"{s} GFLOP/s", "% ceiling")]
+    rows = []
+    for label, by_shape in [*base["gemm_rows"].items(), *fp32.items()]:
+        name = f"{label} ({base['gemm_shape']})" if label == next(iter(base["gemm_rows"])) else label
+        cells = [name]
+        for s in SHAPES:
+            g, p = n(by_shape[s]["gflops"]), n(by_shape[s]["percent_of_ceiling"])
+            cells += [f"**{g}**", f"**{p}**"] if best.get(s) == label else [g, p]
+        rows.append(cells)
+    flops = " / ".join(n(base["model_gflop"][s]) for s in SHAPES)
+    return [*md(header, rows), "",
+            f"Model FLOPs: {flops} GFLOP at {' / '.join(SHAPES)}. The ceiling is the best of the three GEMM rows "
+            "at the same token count.", "", provenance(data, BENCH)]
+
+
+def bench_default_x() -> list[str]:
+    data = load(BENCH)
+    model = data["models"][1]
+    rows = []
+    for label, by_shape in model["rows"].items():
+        if label == "torch eager":
+            rows.append([f"{label} (ms)"] + [n(by_shape[s]["ms"]) for s in SHAPES])
+        else:
+            rows.append([label] + [f"{n(by_shape[s]['x_torch'], 2)}×" for s in SHAPES])
+    return [f"**The {model['model']}** ({model['config']}), same run, × torch:", "", *md(["row", *SHAPES], rows), "",
+            provenance(data, BENCH)]
+
+
+def bench_rss() -> list[str]:
+    data = load(BENCH)
+    base = data["models"][0]
+    rows = [[name, n(mb)] for name, mb in base["peak_rss_mb"].items()]
+    return [*md([f"{base['model']}: each row's own worker process", "peak RSS MB"], rows), "", provenance(data, BENCH)]
+
+
+def bench_goals() -> list[str]:
+    data = load(BENCH)
+    base, default = data["models"][0]["rows"], data["models"][1]["rows"]
+
+    def x(rows, label, shapes=("b1 s128", "b32 s128")):
+        return [rows[label][s]["x_torch"] for s in shapes]
+
+    def pair(values):
+        return " / ".join(f"{v:.2f}×" for v in values)
+
+    def status(values, want):
+        return "met" if min(values) >= want else "**not met**"
+
+    goals = [("ONNX Runtime fp32 ≥ 1.8× torch", base, "onnxruntime fp32", 1.8),
+             ("ONNX Runtime int8 ≥ 3× torch", base, "onnxruntime int8", 3.0),
+             ("TFLite int8 ≥ 3× torch (the other int8 tier)", base, "tflite int8", 3.0),
+             ("TensorFlow ≥ 1.0× torch", base, "tensorflow", 1.0),
+             ("TensorFlow ≥ 1.0× torch, shipped default", default, "tensorflow", 1.0),
+             ("MXNet ≥ 1.0× torch", base, "mxnet (worker IPC)", 1.0)]
+    rows = [[goal, pair(x(rows, label)), status(x(rows, label), want)] for goal, rows, label, want in goals]
+    shapes = ("b8 s128", "b32 s128")
+    torch = [base["torch eager"][s]["percent_of_ceiling"] for s in shapes]
+    others = [base[r][s]["percent_of_ceiling"] for r in base if r != "torch eager" and "gflops" in base[r]["b8 s128"]
+              for s in shapes]
+    rows.append(["fp32 rows at batch 8 / 32 ≥ 90 % of the GEMM ceiling",
+                 f"torch {torch[0]} % / {torch[1]} %; the others {min(others)}–{max(others)} %",
+                 "met by torch at b8" if torch[0] >= 90 else "**not met**"])
+    return [*md(["goal (KoBERT-base unless named)", "measured (b1 s128 / b32 s128)", "status"], rows), "",
+            provenance(data, BENCH)]
+
+
+def ort_profile() -> list[str]:
+    name = "ort-profile-2026-12-02.json"
+    data = load(name)
+    return [*md(["op type", "kernel time"], [[op["op"], f"{n(op['percent'], 1)} %"] for op in data["ops"]]), "",
+            provenance(data, name)]
+
+
+# --- benchmarks/throughput.py ----------------------------------------------------------------------
+
+
+def throughput() -> list[str]:
+    data = load(THROUGHPUT)
+    rows = []
+    for label, r in data["rows"].items():
+        pair = isinstance(r["docs_per_s"], list)
+        docs = " / ".join(n(v) for v in r["docs_per_s"]) if pair else n(r["docs_per_s"])
+        rss = " / ".join(n(v) for v in r["peak_rss_mb"]) if pair else n(r["peak_rss_mb"])
+        if r.get("peak_rss_note"):
+            rss += f" ({r['peak_rss_note']})"
+        check = (f"{n(r['accuracy_percent'], 2)} %" if "accuracy_percent" in r
+                 else n(r["min_cosine"], 6) if "min_cosine" in r else "-")
+        st = "" if r["x_sentence_transformers"] is None else n(r["x_sentence_transformers"], 2)
+        rows.append([label, docs, n(r["x_pipeline"], 2), st, n(r["tokenizing_percent"], 1), rss, check])
+    header = [f"row ({data['docs']:,} reviews)", "docs/s", "× pipeline", "× sentence-transformers", "tokenizing %",
+              "peak RSS MB", "accuracy / min cosine vs torch"]
+    return [f"Batch {data['batch_size']}, {data['note']}; {data['machine']}.", "", *md(header, rows), "",
+            provenance(data, THROUGHPUT)]
+
+
+def throughput_sweep() -> list[str]:
+    data = load(THROUGHPUT)
+    windows = sorted({c["window_batches"] for c in data["sweep"]})
+    best = max(data["sweep"], key=lambda c: c["docs_per_s"])
+    rows = []
+    for batch in sorted({c["batch"] for c in data["sweep"]}):
+        cells = [str(batch)]
+        for w in windows:
+            c = next(c for c in data["sweep"] if c["batch"] == batch and c["window_batches"] == w)
+            rate = f"{n(c['docs_per_s'])} docs/s"
+            cells.append(f"**{rate}**, {n(c['peak_rss_mb'])} MB" if c is best else f"{rate}, {n(c['peak_rss_mb'])} MB")
+        rows.append(cells)
+    return [*md(["batch", *[f"window {w} batches" for w in windows]], rows), "", provenance(data, THROUGHPUT)]
+
+
+def throughput_goals() -> list[str]:
+    data = load(THROUGHPUT)
+    rows = data["rows"]
+    best_window = max(data["sweep"], key=lambda c: c["docs_per_s"])["docs_per_s"] / rows["transformers pipeline"]["docs_per_s"]
+    fp32, int8 = rows["rt.logits onnx fp32"]["x_pipeline"], rows["rt.logits onnx int8"]["x_pipeline"]
+    # `summary` holds what the run computed over every row it printed (the table shows a subset).
+    summary = data.get("summary", {})
+    shares = [r["tokenizing_percent"] for r in rows.values() if r["tokenizing_percent"] is not None]
+    shares = [summary.get("tokenizing_percent_min", min(shares)), summary.get("tokenizing_percent_max", max(shares))]
+    growth = summary.get("run_rss_growth_percent", 100 * max(
+        big / small - 1 for r in rows.values() if isinstance(r["peak_rss_mb"], list) for big, small in [r["peak_rss_mb"]])) / 100
+    accuracies = {r["accuracy_percent"] for r in rows.values() if "accuracy_percent" in r}
+    table = [["ONNX Runtime fp32 ≥ 3× the transformers pipeline",
+              f"{fp32:.2f}× ({best_window:.2f}× with the 32-batch window)", "met" if fp32 >= 3 else "**missed**"],
+             ["ONNX Runtime int8 ≥ 5× the pipeline", f"{int8:.2f}×", "met" if int8 >= 5 else "**missed**"],
+             ["tokenizing ≤ 10 % of end-to-end (`rt.logits` / `rt.embed`)",
+              f"{min(shares):.1f}–{max(shares):.1f} % over every runtime", "met" if max(shares) <= 10 else "**missed**"],
+             ["`kobert run` peak RSS flat in the number of reviews",
+              f"at most +{100 * growth:.1f} % from a tenth of the reviews to all", "met" if growth <= 0.1 else "**missed**"],
+             ["every runtime gives torch's labels",
+              " / ".join(f"{a:.2f} %" for a in sorted(accuracies)) + " from every row with labels",
+              "met" if len(accuracies) == 1 else "**missed**"]]
+    return [*md(["goal", "measured", "status"], table), "", provenance(data, THROUGHPUT)]
+
+
+# --- tokenizer, eval, deployment ---------------------------------------------------------------------
+
+
+def tokenizer_libraries() -> list[str]:
+    name = "tokenizer-bench.json"
+    data = load(name)
+    rows = [[label, n(r["docs_per_s"]), f"{n(r['x_sentencepiece'], 2)}×"] for label, r in data["libraries"].items()]
+    return [*md(["tokenizer", "documents/s", "vs sentencepiece"], rows), "", provenance(data, name)]
+
+
+def tokenizer_pipeline() -> list[str]:
+    name = "tokenizer-bench.json"
+    data = load(name)
+    rows = [[label, n(r["docs_per_s"]), n(r["us_per_doc"]), r["step_cost"]] for label, r in data["pipeline"].items()]
+    return [*md(["our pipeline", "documents/s", "µs per document", "what the step costs"], rows), "",
+            provenance(data, name)]
+
+
+def eval_nsmc_default() -> list[str]:
+    name = "eval-nsmc-default.json"
+    data = load(name)
+    rows = [[r["runtime"], f"{n(r['accuracy_percent'], 2)} %", f"{n(r['agreement_percent'], 3)} %", n(r["seconds"], 1)]
+            for r in data["results"]]
+    header = ["runtime", f"accuracy ({data['examples']:,} reviews)", "agreement with torch", "seconds"]
+    return [*md(header, rows), "", provenance(data, name)]
+
+
+def _task_cell(task: dict) -> str:
+    m = task["metrics"]
+    if "entity_f1" in m:
+        return f"{n(m['entity_f1'], 2)} (P {n(m['precision'], 2)}, R {n(m['recall'], 2)})"
+    if "exact_match" in m:
+        return f"{n(m['exact_match'], 2)} / {n(m['f1'], 2)} ({task['examples']:,} questions)"
+    value = next(iter(m.values()))
+    cell = f"{n(value, 2)} %" if "accuracy" in m else n(value, 2)
+    return f"{cell} ({task['note']})" if task.get("note") else cell
+
+
+def tasks() -> list[str]:
+    name = "tasks-2026-12-02.json"
+    data = load(name)
+    rows = []
+    for t in data["tasks"]:
+        tuning = "" if t["finetune"] is None else f"{t['finetune']}, {t['finetune_seconds']:,} s"
+        rows.append([t["task"], t["data"], t["published"] or "—", _task_cell(t), f"{n(t['agreement_percent'], 3)} %",
+                     tuning])
+    header = ["task", "metric", "KoBERT published", "ours: " + " = ".join(data["runtimes"]), "agreement",
+              "fine-tuning (wall, 2 CPUs)"]
+    return [f"Fine-tuned from {data['checkpoint']}.", "", *md(header, rows), "", provenance(data, name)]
+
+
+def web_bench() -> list[str]:
+    name = "web-bench.json"
+    data = load(name)
+    rows = [[r["runtime"], n(r["ms_per_call"], 1), r["max_abs_all"], r["max_abs_same_ids"], r["same_ids"]]
+            for r in data["rows"]]
+    header = ["runtime", "ms per call", "max-abs logits vs torch, all", "the same, texts with kobert's ids",
+              "reviews with kobert's ids"]
+    return [f"{data['machine']}.", "", *md(header, rows), "", provenance(data, name)]
+
+
+def mms_bench() -> list[str]:
+    name = "mms-bench.json"
+    data = load(name)
+    runs = data["runs"]
+    rows = [["worker ready (synchronous registration: unpack, worker start, model load, warm-up)",
+             *[f"{r['worker_ready_s']:.2f} s" for r in runs]],
+            ["one text per request (`{\"text\"}`, batch size 1)", *[f"{r['one_text_ms']:.1f} ms" for r in runs]],
+            ["eight texts per request (`{\"texts\"}`)", *[f"{r['eight_texts_ms']:.1f} ms" for r in runs]],
+            ["4 concurrent clients, registered with batch_size 4: latency / throughput",
+             *[f"{r['concurrent_ms']:.1f} ms / {r['concurrent_req_per_s']} req/s ({r['requests_per_batch']:.1f} "
+               "requests per worker batch)" for r in runs]],
+            [f"max-abs logits vs torch reference / vs `kobert run --runtime mxnet` ({runs[0]['replies']} replies)",
+             *[f"{r['max_abs_vs_torch']:.1e} / {r['max_abs_vs_kobert_run']:.1e}" for r in runs]]]
+    return [f"{data['machine']}; {data['cpu']}.", "", *md(["", *[f"run {i + 1}" for i in range(len(runs))]], rows), "",
+            provenance(data, name)]
+
+
+TABLES = {
+    "bench-base-ms": bench_base_ms, "bench-base-gflops": bench_base_gflops, "bench-default-x": bench_default_x,
+    "bench-rss": bench_rss, "bench-goals": bench_goals, "ort-profile": ort_profile,
+    "throughput": throughput, "throughput-sweep": throughput_sweep, "throughput-goals": throughput_goals,
+    "tokenizer-libraries": tokenizer_libraries, "tokenizer-pipeline": tokenizer_pipeline,
+    "eval-nsmc-default": eval_nsmc_default, "tasks": tasks, "web-bench": web_bench, "mms-bench": mms_bench,
+}
+
+
+def render(name: str) -> str:
+    if name not in TABLES:
+        raise KeyError(f"unknown figures block {name!r}; known: {', '.join(TABLES)}")
+    return "\n".join(TABLES[name]()) + "\n"
+
+
+def update(text: str) -> str:
+    return BLOCK.sub(lambda m: m[1] + render(m[2]) + m[4], text)
+
+
+def stale_blocks(pages=PAGES) -> list[str]:
+    """'page: block' for every generated block whose text differs from what the JSON renders."""
+    return [f"{page.relative_to(REPO)}: {m[2]}" for page in pages
+            for m in BLOCK.finditer(page.read_text(encoding="utf-8")) if m[3] != render(m[2])]
+
+
+# --- from the tools' own JSON to a result file -------------------------------------------------------
+
+
+def _stamp(raw: dict, command: str) -> dict:
+    cpu = raw.get("cpu", {})
+    return {"date": datetime.date.today().isoformat(), "command": command,
+            "cpu": f"{cpu.get('model', '?')}, {cpu.get('cpus', '?')} CPUs visible" if isinstance(cpu, dict) else cpu}
+
+
+def import_bench(raw: dict, command: str) -> dict:
+    """`kobert bench --json` (BenchResult.to_dict) -> the result-file shape the tables read."""
+
+    def model(result: dict) -> dict:
+        rows, gemm = {}, {}
+        for label, by_shape in result["rows"].items():
+            target = gemm if label in result["gemm_rows"] else rows
+            target[label] = {}
+            for s, c in by_shape.items():
+                batch = result["shapes"][s][0]
+                ms = [round(1e3 * c[k], 1 if batch == 1 else None) for k in ("median_s", "min_s", "max_s")]
+                cell = {"gflops": None if c["gflops"] is None else round(c["gflops"], 1),
+                        "percent_of_ceiling": None if c["percent_of_ceiling"] is None else round(c["percent_of_ceiling"])}
+                if label not in result["gemm_rows"]:
+                    cell = {"ms": ms[0], "min_ms": ms[1], "max_ms": ms[2],
+                            "x_torch": result["x_torch"].get(label, {}).get(s), **cell}
+                target[label][s] = cell
+        shape = result["gemm_shape"][SHAPES[-1]]
+        return {"model": result["model"], "config": "", "model_gflop": {s: float(f"{f / 1e9:.3g}") for s, f in
+                                                                        result["model_flops"].items()},
+                "gemm_shape": f"tokens × {shape[1]} × {shape[2]}", "rows": rows, "gemm_rows": gemm,
+                "peak_rss_mb": {k: round(v) for k, v in result["peak_rss_mb"].items()}}
+
+    load_avg = raw.get("load_average", {})
+    return {**_stamp(raw, command), "machine": "1-minute load average " + ", ".join(f"{k} {v:.1f}" for k, v in
+                                                                                       load_avg.items()),
+            "rounds": raw["rounds"], "calls_per_round": raw["calls_per_round"], "shapes": SHAPES,
+            "models": [model(raw)] + [model(o) for o in raw.get("others", [])]}
+
+
+def import_throughput(raw: dict, command: str) -> dict:
+    """`benchmarks/throughput.py --json` -> the result-file shape the tables read."""
+    rows = raw["rows"]
+
+    def rate(r):
+        return r["docs"] / r["seconds"]
+
+    pipeline, st = rows.get("transformers pipeline"), rows.get("sentence-transformers encode")
+    out, sweep = {}, []
+    for label, r in rows.items():
+        if label.startswith("sweep"):
+            batch, window = (int(v) for v in re.findall(r"\d+", label.split("batch", 1)[1]))
+            sweep.append({"batch": batch, "window_batches": window, "docs_per_s": round(rate(r)),
+                          "peak_rss_mb": round(r["peak_rss_mb"])})
+            continue
+        if "@" in label:
+            continue
+        small = rows.get(next((k for k in rows if k.startswith(label + " @")), ""), None)
+        docs = [round(rate(r)), round(rate(small))] if small else round(rate(r))
+        rss = [round(r["peak_rss_mb"]), round(small["peak_rss_mb"])] if small else round(r["peak_rss_mb"])
+        row = {"docs_per_s": docs, "x_pipeline": round(rate(r) / rate(pipeline), 2) if pipeline else None,
+               "x_sentence_transformers": round(rate(r) / rate(st), 2) if st and not small else None,
+               "tokenizing_percent": round(100 * r["tokenize_seconds"] / r["seconds"], 1)
+               if "tokenize_seconds" in r else None, "peak_rss_mb": rss}
+        if "accuracy" in r:
+            row["accuracy_percent"] = round(100 * r["accuracy"], 2)
+        out[label] = row
+    return {**_stamp(raw, command), "machine": f"1-minute load average {raw.get('load_average', 0):.1f}",
+            "docs": raw["docs"], "batch_size": 32, "window_batches": None, "note": "", "rows": out, "sweep": sweep}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", nargs="?", default="write", choices=["write", "import-bench", "import-throughput"])
+    parser.add_argument("file", nargs="?", type=Path, help="the tool's --json output (import-*)")
+    parser.add_argument("--check", action="store_true", help="only compare; exit 1 if a page is stale")
+    parser.add_argument("--out", type=Path, help="result file to write (import-*; default: results/<kind>-<date>.json)")
+    args = parser.parse_args(argv)
+    if args.action.startswith("import-"):
+        raw = json.loads(args.file.read_text(encoding="utf-8"))
+        kind = args.action.removeprefix("import-")
+        commands = {"bench": f".venv/bin/kobert bench --json {args.file}",
+                    "throughput": f".venv/bin/python benchmarks/throughput.py --sweep --json {args.file}"}
+        result = (import_bench if kind == "bench" else import_throughput)(raw, commands[kind])
+        out = args.out or RESULTS / f"{kind}-{result['date']}.json"
+        out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"wrote {out}; point {kind.upper()} in benchmarks/figures.py at it, then run this script without arguments")
+        return 0
+    if args.check:
+        stale = stale_blocks()
+        for block in stale:
+            print(f"stale: {block} (run python benchmarks/figures.py)")
+        return 1 if stale else 0
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        if (new := update(text)) != text:
+            page.write_text(new, encoding="utf-8")
+            print(f"updated {page.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
