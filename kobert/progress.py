@@ -1,8 +1,9 @@
 """Progress lines on stderr for long steps (export stages, parity, `run --input`, eval).
 
 stdout stays the command's result (tables, JSON lines); progress goes to stderr
-and `--quiet` silences it. `quiet_frameworks` hides TensorFlow's and absl's
-start-up noise unless `--verbose`.
+and `--quiet` silences it. `quiet_frameworks` hides the frameworks' start-up
+noise unless `--verbose`: it asks each runtime's own hook (the registry's
+`RuntimeSpec.quiet`), so this module knows no framework.
 """
 
 from __future__ import annotations
@@ -45,18 +46,11 @@ class Counter:
 
 
 def quiet_frameworks() -> None:
-    """Silence TensorFlow's C++ and absl start-up logging (set before TensorFlow is imported)."""
+    """Hide start-up logging: native stderr during framework imports, and each runtime's own `quiet` hook."""
     _state["verbose"] = False
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    # TensorFlow prints its oneDNN notice only when this is unset; "1" is its default (oneDNN on).
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
-    try:
-        import absl.logging
+    from kobert import registry
 
-        absl.logging.set_verbosity(absl.logging.ERROR)
-    except ImportError:
-        pass
+    registry.quiet_runtimes()
 
 
 @contextmanager
@@ -79,11 +73,3 @@ def native_stderr_quieted():
     finally:
         os.dup2(saved, 2)
         os.close(saved)
-
-
-def import_tensorflow():
-    """`import tensorflow`, without its start-up noise unless --verbose."""
-    with native_stderr_quieted():
-        import tensorflow
-
-    return tensorflow

@@ -29,6 +29,8 @@ class RuntimeSpec:
     name: str
     implementation: str  # "module:Class", a kobert.runtimes.base.Runtime subclass
     extra: str  # the pip extra that installs its framework: pip install 'kobert[extra]'
+    # "module:function" silencing its framework's start-up logging (importable without the framework)
+    quiet: str = ""
 
     def runtime_class(self):
         module, _, cls = self.implementation.partition(":")
@@ -133,6 +135,13 @@ def build_order(names: list[str]) -> list[str]:
     return [name for name in TARGETS if name in needed]
 
 
+def quiet_runtimes() -> None:
+    """Run each runtime's `quiet` hook once, before any framework is imported (the CLI, unless --verbose)."""
+    for hook in dict.fromkeys(spec.quiet for spec in RUNTIMES.values() if spec.quiet):
+        module, _, function = hook.partition(":")
+        getattr(importlib.import_module(module), function)()
+
+
 def runtimes_for(artifact: str) -> list[str]:
     """Runtimes that can open an artifact: the torch reference, or its target's runtime."""
     return ["torch"] if artifact == REFERENCE else [target(artifact).runtime]
@@ -140,12 +149,14 @@ def runtimes_for(artifact: str) -> list[str]:
 
 # --- the rows ------------------------------------------------------------------------------
 
+TF_QUIET = "kobert.runtimes.tf_logging:quiet"  # TensorFlow's and absl's start-up logging
+
 for _spec in (
     RuntimeSpec("torch", "kobert.runtimes.torch:TorchRuntime", "torch"),
     RuntimeSpec("onnx", "kobert.runtimes.onnx:OnnxRuntime", "onnx"),
-    RuntimeSpec("tf", "kobert.runtimes.tensorflow:TensorFlowRuntime", "tensorflow"),
+    RuntimeSpec("tf", "kobert.runtimes.tensorflow:TensorFlowRuntime", "tensorflow", quiet=TF_QUIET),
     RuntimeSpec("mxnet", "kobert.runtimes.mxnet:MXNetRuntime", "mxnet"),
-    RuntimeSpec("tflite", "kobert.runtimes.tflite:TFLiteRuntime", "tensorflow"),
+    RuntimeSpec("tflite", "kobert.runtimes.tflite:TFLiteRuntime", "tensorflow", quiet=TF_QUIET),
 ):
     register_runtime(_spec)
 
@@ -190,7 +201,7 @@ register_package(PackageSpec(
 
 # --- raw text in a SavedModel (tensorflow-text's SentencePiece op in the graph) ------------
 
-register_runtime(RuntimeSpec("tf-text", "kobert.runtimes.tf_text:TFTextRuntime", "tf-text"))
+register_runtime(RuntimeSpec("tf-text", "kobert.runtimes.tf_text:TFTextRuntime", "tf-text", quiet=TF_QUIET))
 register_target(Target("tf-text", "kobert.exporters.tf_text", "tf-text",
                        summary="SavedModel that takes raw text: in-graph SentencePiece, then the tf BERT"))
 

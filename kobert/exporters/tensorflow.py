@@ -25,7 +25,7 @@ from pathlib import Path
 from kobert.canonical import CanonicalWeights
 from kobert.config import INPUT_NAMES, KoBertConfig
 from kobert.exporters import ExportedArtifact
-from kobert.progress import import_tensorflow
+from kobert.runtimes.tf_logging import import_tensorflow
 
 tf = import_tensorflow()
 

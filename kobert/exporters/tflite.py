@@ -24,7 +24,7 @@ import numpy as np
 from kobert.canonical import CanonicalWeights
 from kobert.config import INPUT_NAMES, INPUTS
 from kobert.exporters import ExportedArtifact
-from kobert.progress import import_tensorflow
+from kobert.runtimes.tf_logging import import_tensorflow
 
 tf = import_tensorflow()
 

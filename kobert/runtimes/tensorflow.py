@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from kobert.runtimes.base import Runtime
-from kobert.progress import import_tensorflow
+from kobert.runtimes.tf_logging import import_tensorflow
 
 tf = import_tensorflow()
 

@@ -26,6 +26,8 @@ Serving. Not emulated: gRPC, several models or versions, request batching,
 
     python -m kobert.tf_serving_shim EXPORT/tf-text --name kobert --port 8501
 
+(It lives in the TF spoke, beside the tf and tf-text runtimes; `kobert.tf_serving_shim` forwards here.)
+
 tensorflow_text is imported when it is installed, before the SavedModel is
 loaded (a real TF Serving build must likewise be linked with its ops: the
 tf-text graph uses `SentencepieceOp` and `SentencepieceTokenizeOp`).

@@ -25,7 +25,7 @@ def interpreter_class():
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
-        from kobert.progress import import_tensorflow
+        from kobert.runtimes.tf_logging import import_tensorflow
 
         Interpreter = import_tensorflow().lite.Interpreter
     return Interpreter
