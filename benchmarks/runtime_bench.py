@@ -2,7 +2,7 @@
 
     python benchmarks/runtime_bench.py [--quick] [--rounds N] [--calls N] [--json FILE]   (= `kobert bench`)
 
-How we measure: see the docstring of kobert/bench.py.
+How we measure: see the docstring of kobert/bench/__init__.py.
 """
 
 import sys
