@@ -255,19 +255,28 @@ def cmd_setup_mxnet(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from kobert import registry
-
+    """The `kobert` parser: one small function per command (`COMMANDS`), then the training commands."""
     parser = argparse.ArgumentParser(prog="kobert", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"kobert {__version__}")
     add_noise_options(parser, argparse_default=False)
     commands = parser.add_subparsers(dest="command", required=True)
+    for add_command in COMMANDS:
+        add_command(commands)
+    from kobert.training.cli import add_training_commands
 
+    add_training_commands(commands)
+    return parser
+
+
+def _add_tokenize(commands) -> None:
     p = commands.add_parser("tokenize", help="print one JSON object per text: tokens, input_ids, token_type_ids, attention_mask")
     p.add_argument("--tokenizer", default=None, help="SentencePiece .model/.spiece file or tokenizer dir (default: shipped)")
     p.add_argument("--pair", default=None, help="segment B, encoded with every TEXT")
     p.add_argument("texts", nargs="+", metavar="TEXT")
     p.set_defaults(func=cmd_tokenize)
 
+
+def _add_init(commands) -> None:
     p = commands.add_parser("init", help="write a deterministic random-init Hugging Face checkpoint")
     p.add_argument("--preset", choices=list(PRESETS), required=True)
     p.add_argument("--num-labels", type=int, default=0, help="add a head with N labels (sequence classification unless --head)")
@@ -276,10 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_init)
 
+
+def _add_inspect(commands) -> None:
     p = commands.add_parser("inspect", help="config, parameter count, head, sha256, pad id of a checkpoint")
     p.add_argument("checkpoint")
     p.set_defaults(func=cmd_inspect)
 
+
+def _add_tokenizer(commands) -> None:
     p = commands.add_parser("tokenizer", help="tokenizer tools")
     tok = p.add_subparsers(dest="tokenizer_command", required=True)
     t = tok.add_parser("train", help="train a KoBERT-format SentencePiece tokenizer")
@@ -287,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--vocab-size", type=int, default=8002)
     t.add_argument("--out", required=True)
     t.set_defaults(func=cmd_tokenizer_train)
+
+
+def _add_export(commands) -> None:
+    from kobert import registry
 
     p = commands.add_parser("export", help="export a checkpoint to tf, onnx, tf2onnx, mxnet and check parity")
     p.add_argument("src", metavar="SRC", help="checkpoint dir, hub id, legacy .params file, or 'default'")
@@ -305,10 +322,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_noise_options(p)
     p.set_defaults(func=cmd_export)
 
+
+def _add_parity(commands) -> None:
     p = commands.add_parser("parity", help="re-check an export directory (sha256 of every file, then parity); exit 1 on failure")
     p.add_argument("dir")
     add_noise_options(p)
     p.set_defaults(func=cmd_parity)
+
+
+def _add_run(commands) -> None:
+    from kobert import registry
 
     p = commands.add_parser("run", help="embeddings or logits through one runtime, one JSON object per text")
     p.add_argument("dir")
@@ -328,6 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_noise_options(p)
     p.set_defaults(func=cmd_run)
 
+
+def _add_package(commands) -> None:
+    from kobert import registry
+
     p = commands.add_parser("package", help="deployable packages built from an export (serving archives, web pages)")
     packages = p.add_subparsers(dest="package", required=True)
     for spec in registry.PACKAGES.values():
@@ -339,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_noise_options(q)
         q.set_defaults(func=cmd_package)
 
+
+def _add_bench(commands) -> None:
     p = commands.add_parser("bench", help="every runtime in its own process vs torch eager and the GEMM ceiling; printed tables")
     p.add_argument("--quick", action="store_true", help="tiny preset, few repeats (CI time)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the measurements as JSON")
@@ -348,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_noise_options(p)
     p.set_defaults(func=cmd_bench)
 
+
+def _add_eval(commands) -> None:
     p = commands.add_parser("eval", help="task accuracy of an export through every runtime")
     evals = p.add_subparsers(dest="eval_command", required=True)
     e = evals.add_parser("nsmc", help="NSMC test accuracy and prediction agreement per runtime")
@@ -371,18 +402,22 @@ def build_parser() -> argparse.ArgumentParser:
         e.add_argument("--min-agreement", type=float, default=0.999, help="exit 1 below this agreement with torch")
         e.set_defaults(func=cmd_eval_task)
 
+
+def _add_setup_mxnet(commands) -> None:
     p = commands.add_parser("setup-mxnet", help="create the per-user MXNet venv (mxnet 1.9.1, numpy<2) that the mxnet target runs in")
     p.add_argument("--python", default=None, metavar="PATH", help="base interpreter for the venv (default: this one)")
     p.set_defaults(func=cmd_setup_mxnet)
 
+
+def _add_demo(commands) -> None:
     p = commands.add_parser("demo", help="the main job: export the shipped default everywhere and compare runtimes")
     p.add_argument("--out", default="artifacts/default")
     p.set_defaults(func=cmd_demo)
 
-    from kobert.training.cli import add_training_commands
 
-    add_training_commands(commands)
-    return parser
+# `kobert --help` lists the commands in this order; the training commands follow.
+COMMANDS = (_add_tokenize, _add_init, _add_inspect, _add_tokenizer, _add_export, _add_parity, _add_run, _add_package,
+            _add_bench, _add_eval, _add_setup_mxnet, _add_demo)
 
 
 def positive_int(text: str) -> int:
