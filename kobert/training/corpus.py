@@ -184,11 +184,7 @@ def build_shards(
     `tokenizer`: anything `kobert.tokenizer.get_tokenizer` accepts (None: the shipped default).
     Document order is preserved whatever the number of `workers`, so shards are reproducible.
     """
-    from kobert.tokenizer import get_tokenizer
-
-    tok = get_tokenizer(tokenizer)
-    if len(tok) > 65536:
-        raise ValueError(f"tokenizer has {len(tok)} ids; uint16 shards hold ids < 65536")
+    tok = _shard_tokenizer(tokenizer)
     files = [Path(f) for f in corpus_files]
     for f in files:
         if not f.is_file():
@@ -198,29 +194,54 @@ def build_shards(
     (out / META_FILE).unlink(missing_ok=True)  # a half-written directory must not look finished
     workers = workers or min(os.cpu_count() or 1, 8)
     tokenizer_arg = str(tokenizer) if tokenizer is not None else None
-
-    def documents() -> Iterator[str]:
-        n = 0
-        for f in files:
-            for doc in iter_documents(f, min_chars):
-                if max_documents is not None and n >= max_documents:
-                    return
-                n += 1
-                yield doc
-
     writer = _ShardWriter(out, shard_tokens)
-    bar = _progress(progress)
+    _encode_into(writer, _documents(files, min_chars, max_documents), workers, tokenizer_arg, splitter,
+                 _progress(progress))
+    writer.close()
+    if not writer.shards:
+        raise ValueError(f"no documents of at least {min_chars} characters in {[str(f) for f in files]}")
+    meta = _shards_meta(writer, tok, tokenizer_arg, splitter, files, min_chars)
+    tok.save_pretrained(str(out / "tokenizer"))  # pretraining exports exactly this tokenizer
+    tmp = out / (META_FILE + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, out / META_FILE)
+    return meta
+
+
+def _shard_tokenizer(tokenizer: str | Path | None):
+    from kobert.tokenizer import get_tokenizer
+
+    tok = get_tokenizer(tokenizer)
+    if len(tok) > 65536:
+        raise ValueError(f"tokenizer has {len(tok)} ids; uint16 shards hold ids < 65536")
+    return tok
+
+
+def _documents(files: list[Path], min_chars: int, max_documents: int | None) -> Iterator[str]:
+    """The corpus' documents in file order, at most `max_documents`."""
+    n = 0
+    for f in files:
+        for doc in iter_documents(f, min_chars):
+            if max_documents is not None and n >= max_documents:
+                return
+            n += 1
+            yield doc
+
+
+def _encode_into(writer: _ShardWriter, documents: Iterator[str], workers: int, tokenizer_arg: str | None,
+                 splitter: str, bar) -> None:
+    """Tokenize `documents` in `workers` processes (in order) and write them into `writer`'s shards."""
     # Each worker runs its own tokenizer; Rust-side threads would only fight the processes.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if workers == 1:
         _init_worker(tokenizer_arg, splitter)
-        results = map(_encode_documents, windows(documents(), DOCS_PER_TASK))
+        results = map(_encode_documents, windows(documents, DOCS_PER_TASK))
         pool = None
     else:
         import multiprocessing as mp
 
         pool = mp.get_context("spawn").Pool(workers, _init_worker, (tokenizer_arg, splitter))
-        results = pool.imap(_encode_documents, windows(documents(), DOCS_PER_TASK), chunksize=4)
+        results = pool.imap(_encode_documents, windows(documents, DOCS_PER_TASK), chunksize=4)
     try:
         for encoded in results:
             for ids, starts in encoded:
@@ -229,10 +250,11 @@ def build_shards(
     finally:
         if pool is not None:
             pool.terminate()
-    writer.close()
-    if not writer.shards:
-        raise ValueError(f"no documents of at least {min_chars} characters in {[str(f) for f in files]}")
-    meta = {
+
+
+def _shards_meta(writer: _ShardWriter, tok, tokenizer_arg: str | None, splitter: str, files: list[Path],
+                 min_chars: int) -> dict:
+    return {
         "format": "kobert-shards-v1",
         "dtype": "uint16",
         "tokens": sum(s["tokens"] for s in writer.shards),
@@ -247,11 +269,6 @@ def build_shards(
         "corpus_files": [f.name for f in files],
         "min_chars": min_chars,
     }
-    tok.save_pretrained(str(out / "tokenizer"))  # pretraining exports exactly this tokenizer
-    tmp = out / (META_FILE + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, out / META_FILE)
-    return meta
 
 
 def _progress(enabled: bool):
