@@ -193,17 +193,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
     """Train the task's head and the encoder on its train split, score on its eval split; see the module doc."""
     import torch
 
-    from kobert.checkpoint import resolve
-    from kobert.config import KoBertConfig
-    from kobert.encoding import TextEncoder
-    from kobert.training.pretrain import plot_loss, save_checkpoint
-
-    if cfg.task not in TASKS:
-        raise ValueError(f"unknown task {cfg.task!r}; expected one of {', '.join(TASKS)}")
-    task = TASKS[cfg.task]
-    checkpoint_dir, _ = resolve(cfg.checkpoint)
-    if not (checkpoint_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{checkpoint_dir}: no config.json (not a Hugging Face checkpoint directory)")
+    task, checkpoint_dir = _task_checkpoint(cfg)
     out = Path(cfg.out)
     caps = [n for n in (cfg.limit, cfg.train_limit) if n is not None]
     train = _read(cfg, "train", min(caps) if caps else None)
@@ -214,6 +204,31 @@ def finetune(cfg: FinetuneConfig) -> dict:
     use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if use_cuda else "cpu")
     model = build_model(task, checkpoint_dir).to(device)
+    encoder = _task_encoder(cfg, checkpoint_dir, model, out)
+    features = build_features(cfg.task, train, encoder, cfg.max_length, cfg.doc_stride)
+    run = _training(cfg, model, device, use_cuda, len(features))
+    step, last_loss, train_seconds = _train(cfg, run, features, encoder.pad_id, out)
+    _save_trained(cfg, model, out)
+    return _score(cfg, model, out, evaluation, device, {
+        "train_examples": len(train), "train_features": len(features), "steps": step,
+        "final_train_loss": last_loss, "train_seconds": round(train_seconds, 1)})
+
+
+def _task_checkpoint(cfg: FinetuneConfig) -> tuple[FinetuneTask, Path]:
+    from kobert.checkpoint import resolve
+
+    if cfg.task not in TASKS:
+        raise ValueError(f"unknown task {cfg.task!r}; expected one of {', '.join(TASKS)}")
+    checkpoint_dir, _ = resolve(cfg.checkpoint)
+    if not (checkpoint_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{checkpoint_dir}: no config.json (not a Hugging Face checkpoint directory)")
+    return TASKS[cfg.task], checkpoint_dir
+
+
+def _task_encoder(cfg: FinetuneConfig, checkpoint_dir: Path, model, out: Path):
+    """The checkpoint's tokenizer, checked against the model, saved into `out` at the training length."""
+    from kobert.encoding import TextEncoder
+
     tokenizer = _load_tokenizer(checkpoint_dir)
     if len(tokenizer) > model.config.vocab_size:
         raise ValueError(f"{checkpoint_dir}: tokenizer has {len(tokenizer)} ids but the model only {model.config.vocab_size}")
@@ -223,67 +238,112 @@ def finetune(cfg: FinetuneConfig) -> dict:
     tokenizer.model_max_length = cfg.max_length
     out.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(str(out))
-    encoder = TextEncoder(out, cfg.max_length, model.config.vocab_size)
-    features = build_features(cfg.task, train, encoder, cfg.max_length, cfg.doc_stride)
+    return TextEncoder(out, cfg.max_length, model.config.vocab_size)
+
+
+@dataclass
+class _Training:
+    """What the loop works on: the model on its device, AdamW with its schedule, the step budget, the autocast."""
+
+    model: object
+    device: object
+    optimizer: object
+    schedule: object
+    total: int  # optimizer steps
+    per_epoch: int
+    autocast: object
+
+
+def _training(cfg: FinetuneConfig, model, device, use_cuda: bool, n_features: int) -> _Training:
+    """AdamW (no decay on biases and LayerNorm), linear warmup then linear decay to 0 at the last step."""
+    import torch
+
+    from kobert.training.pretrain import use_bf16
 
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "LayerNorm" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "LayerNorm" in n]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
-    per_epoch = -(-len(features) // cfg.batch_size)
+    per_epoch = -(-n_features // cfg.batch_size)
     total = min(cfg.epochs * per_epoch, cfg.max_steps or cfg.epochs * per_epoch)
     warmup = max(1, int(cfg.warmup_ratio * total))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: (s + 1) / warmup if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
-    from kobert.training.pretrain import use_bf16
-
     # bf16 autocast on CPUs with AMX-BF16/AVX512-BF16 (fp32 master weights): ~2.5x per step here.
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(cfg.precision, use_cuda))
-    checkpoint_every = cfg.checkpoint_every or per_epoch
+    return _Training(model, device, optimizer, schedule, total, per_epoch, autocast)
+
+
+def _train(cfg: FinetuneConfig, run: _Training, features: list[Feature], pad_id: int,
+           out: Path) -> tuple[int, float, float]:
+    """The loop: each epoch's shuffled batches, a log row every `log_every` steps, checkpoints; (steps, last
+    logged loss, seconds)."""
+    from kobert.training.pretrain import save_checkpoint
+
+    checkpoint_every = cfg.checkpoint_every or run.per_epoch
     log_file = out / "log.csv"
     with open(log_file, "w", newline="") as f:
         csv.writer(f).writerow(LOG_FIELDS)
-    bar = _progress_bar(total, f"finetune {cfg.task}") if cfg.progress else None
+    bar = _progress_bar(run.total, f"finetune {cfg.task}") if cfg.progress else None
 
     started = time.perf_counter()
     step, loss_sum, since_log, last_loss = 0, 0.0, 0, float("nan")
-    model.train()
+    run.model.train()
     for epoch in range(cfg.epochs):
         order = list(range(len(features)))
         random.Random(cfg.seed + epoch).shuffle(order)
-        for inputs, target in batches(features, order, cfg.batch_size, encoder.pad_id, cfg.task):
-            if step >= total:
+        for inputs, target in batches(features, order, cfg.batch_size, pad_id, cfg.task):
+            if step >= run.total:
                 break
-            with autocast:
-                output = model(**{k: v.to(device) for k, v in inputs.items()})
-            loss = task_loss(cfg.task, output, target.to(device))
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
+            loss = _train_step(cfg.task, run, inputs, target)
             step += 1
-            loss_sum, since_log = loss_sum + loss.item(), since_log + 1
-            if step % cfg.log_every == 0 or step == total:
+            loss_sum, since_log = loss_sum + loss, since_log + 1
+            if step % cfg.log_every == 0 or step == run.total:
                 last_loss, loss_sum, since_log = loss_sum / since_log, 0.0, 0
                 with open(log_file, "a", newline="") as f:
-                    csv.writer(f).writerow([step, epoch + 1, f"{last_loss:.6f}", f"{schedule.get_last_lr()[0]:.6e}",
+                    csv.writer(f).writerow([step, epoch + 1, f"{last_loss:.6f}",
+                                            f"{run.schedule.get_last_lr()[0]:.6e}",
                                             f"{time.perf_counter() - started:.1f}"])
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", refresh=False)
-            if step % checkpoint_every == 0 or step == total:
-                save_checkpoint(out, step, model, optimizer, cfg, 0, time.perf_counter() - started)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", refresh=False)
+            if step % checkpoint_every == 0 or step == run.total:
+                save_checkpoint(out, step, run.model, run.optimizer, cfg, 0, time.perf_counter() - started)
     if bar is not None:
         bar.close()
-    train_seconds = time.perf_counter() - started
+    return step, last_loss, time.perf_counter() - started
+
+
+def _train_step(task: str, run: _Training, inputs: dict, target) -> float:
+    """One clipped AdamW step on one batch; its loss."""
+    import torch
+
+    with run.autocast:
+        output = run.model(**{k: v.to(run.device) for k, v in inputs.items()})
+    loss = task_loss(task, output, target.to(run.device))
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
+    run.optimizer.step()
+    run.schedule.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return loss.item()
+
+
+def _save_trained(cfg: FinetuneConfig, model, out: Path) -> None:
+    from kobert.training.pretrain import plot_loss
+
     if not cfg.progress:
         import transformers
 
         transformers.utils.logging.disable_progress_bar()
     _save_model(model, out)
-    plot_loss(log_file, out / "loss.png", ylabel=f"{cfg.task} training loss", title=f"fine-tuning loss ({cfg.task})")
+    plot_loss(out / "log.csv", out / "loss.png", ylabel=f"{cfg.task} training loss",
+              title=f"fine-tuning loss ({cfg.task})")
 
+
+def _score(cfg: FinetuneConfig, model, out: Path, evaluation, device, training: dict) -> dict:
+    """The eval split scored by `kobert.evaluate` through an in-memory runtime; eval.json."""
+    from kobert.config import KoBertConfig
     from kobert.evaluate import TASK_METRICS, predict_task, score
     from kobert.runtimes.torch import InMemoryRuntime
 
@@ -292,9 +352,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
     predictions = predict_task(cfg.task, eval_runtime, evaluation, batch_size=cfg.batch_size * 2)
     metrics = score(cfg.task, predictions, evaluation)
     result = {"task": cfg.task, "metric": TASK_METRICS[cfg.task][0], **metrics,
-              "eval_examples": len(evaluation), "train_examples": len(train), "train_features": len(features),
-              "steps": step, "final_train_loss": last_loss, "train_seconds": round(train_seconds, 1),
-              "device": str(device), "config": asdict(cfg)}
+              "eval_examples": len(evaluation), **training, "device": str(device), "config": asdict(cfg)}
     if cfg.task == "qa":
         result["note"] = ("KorQuAD 1.0 dev split by article (seed 0, 80 % of articles for training): "
                           "not comparable to published dev scores")
