@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kobert.config import KoBertConfig
+from kobert.config import HEAD_SPECS, KoBertConfig
 
 # canonical name, Hugging Face name (without the "bert." prefix), shape, transpose?, meaning
 ENCODER_TABLE: tuple[tuple[str, str, tuple[str, ...], bool, str], ...] = (
@@ -53,20 +53,18 @@ ENCODER_TABLE: tuple[tuple[str, str, tuple[str, ...], bool, str], ...] = (
 # Head rows use full Hugging Face names (heads sit beside "bert.", not inside it).
 # sequence_classification reads pooler_output; token_classification and
 # question_answering read last_hidden_state. QA's 2 labels are (start, end).
+# What each head's one dense layer does; its Hugging Face name is the model contract's `HeadSpec.layer`.
+HEAD_ROLES = {
+    "sequence_classification": "classifier on pooler_output",
+    "token_classification": "per-token classifier on last_hidden_state",
+    "question_answering": "span start/end scorer on last_hidden_state",
+}
 HEAD_TABLE: dict[str, tuple[tuple[str, str, tuple[str, ...], bool, str], ...]] = {
-    "none": (),
-    "sequence_classification": (
-        ("head.kernel", "classifier.weight", ("hidden", "labels"), True, "classifier on pooler_output"),
-        ("head.bias", "classifier.bias", ("labels",), False, ""),
-    ),
-    "token_classification": (
-        ("head.kernel", "classifier.weight", ("hidden", "labels"), True, "per-token classifier on last_hidden_state"),
-        ("head.bias", "classifier.bias", ("labels",), False, ""),
-    ),
-    "question_answering": (
-        ("head.kernel", "qa_outputs.weight", ("hidden", "labels"), True, "span start/end scorer on last_hidden_state"),
-        ("head.bias", "qa_outputs.bias", ("labels",), False, ""),
-    ),
+    head: () if spec.layer is None else (
+        ("head.kernel", f"{spec.layer}.weight", ("hidden", "labels"), True, HEAD_ROLES[head]),
+        ("head.bias", f"{spec.layer}.bias", ("labels",), False, ""),
+    )
+    for head, spec in HEAD_SPECS.items()
 }
 
 

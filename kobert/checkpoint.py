@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from kobert.canonical import CanonicalWeights, CheckpointError, weight_table
-from kobert.config import KoBertConfig
+from kobert.config import HEAD_SPECS, KoBertConfig
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-HEAD_PREFIXES = ("classifier.", "qa_outputs.", "cls.")
+# Tensors beside "bert.": each task head's layer, and the pretraining heads ("cls.").
+HEAD_PREFIXES = (*dict.fromkeys(f"{spec.layer}." for spec in HEAD_SPECS.values() if spec.layer), "cls.")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT = "default"  # names the shipped default model wherever a checkpoint is expected

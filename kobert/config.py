@@ -29,7 +29,8 @@ class HeadSpec:
     `reads` is the encoder output the head's one dense layer is applied to; a head
     with several outputs splits that layer's last axis into them, in order (QA's
     (start, end)). `per_token` heads give one row per token (compared on valid
-    tokens only); the others one row per sequence.
+    tokens only); the others one row per sequence. `layer` is transformers' name
+    for that dense layer (its tensors are `<layer>.weight` and `<layer>.bias`).
     """
 
     architecture: str
@@ -38,15 +39,17 @@ class HeadSpec:
     per_token: bool = False
     # transformers builds token-classification and QA models without a pooler.
     has_pooler: bool = True
+    layer: str | None = None
 
 
 HEAD_SPECS: dict[str, HeadSpec] = {
     "none": HeadSpec("BertModel"),
-    "sequence_classification": HeadSpec("BertForSequenceClassification", "pooler_output", ("logits",)),
+    "sequence_classification": HeadSpec("BertForSequenceClassification", "pooler_output", ("logits",),
+                                        layer="classifier"),
     "token_classification": HeadSpec("BertForTokenClassification", "last_hidden_state", ("logits",),
-                                     per_token=True, has_pooler=False),
+                                     per_token=True, has_pooler=False, layer="classifier"),
     "question_answering": HeadSpec("BertForQuestionAnswering", "last_hidden_state", ("start_logits", "end_logits"),
-                                   per_token=True, has_pooler=False),
+                                   per_token=True, has_pooler=False, layer="qa_outputs"),
 }
 # The task heads kobert knows. "none" means a bare encoder (embeddings only).
 HEADS = tuple(HEAD_SPECS)

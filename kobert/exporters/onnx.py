@@ -25,7 +25,7 @@ OPSET = 18
 class NamedOutputs(torch.nn.Module):
     """Returns every output of a transformers BERT in kobert's output order (the model contract).
 
-    The head is transformers' own layer (`classifier` or `qa_outputs`) applied to
+    The head is transformers' own layer (`HeadSpec.layer`: `classifier` or `qa_outputs`) applied to
     what the contract says it reads; several outputs split its last axis, in order.
     """
 
@@ -40,7 +40,7 @@ class NamedOutputs(torch.nn.Module):
         features = {"last_hidden_state": encoded.last_hidden_state, "pooler_output": encoded.pooler_output}
         spec = self.config.head_spec
         if spec.reads is not None:
-            head_layer = getattr(self.model, "qa_outputs" if len(spec.outputs) > 1 else "classifier")
+            head_layer = getattr(self.model, spec.layer)
             scores = head_layer(features[spec.reads])
             parts = [scores] if len(spec.outputs) == 1 else [p.squeeze(-1) for p in scores.split(1, dim=-1)]
             features.update(zip(spec.outputs, parts))

@@ -35,8 +35,8 @@ class TorchBf16Runtime(Runtime):
         weights = CanonicalWeights.from_hf_state_dict(self.config, state, source=str(files[0]))
         self.model = build_reference_model(weights)
         self._head_layer = None
-        if self.config.head_outputs:  # transformers calls the QA head's layer qa_outputs, the others classifier
-            self._head_layer = self.model.qa_outputs if hasattr(self.model, "qa_outputs") else self.model.classifier
+        if self.config.head_outputs:
+            self._head_layer = getattr(self.model, self.config.head_spec.layer)
 
     def _forward(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         tensors = {name: torch.from_numpy(a) for name, a in inputs.items()}
