@@ -46,11 +46,14 @@ class TextEncoder:
     def __init__(self, tokenizer_dir: str | Path, max_length: int, vocab_size: int | None = None):
         from tokenizers import Tokenizer
 
+        from kobert.tokenizer import split_words
+
         tokenizer_dir = Path(tokenizer_dir)
         path = tokenizer_dir / "tokenizer.json"
         if not path.is_file():
             raise ValueError(f"{tokenizer_dir}: no tokenizer.json")
         self.backend = Tokenizer.from_file(str(path))
+        split_words(self.backend)  # an export made before words: same ids, now with word_ids (QA alignment)
         # A tokenizer may know a shorter length than the positions: the length its model was trained at.
         self.max_length = min(max_length, _model_max_length(tokenizer_dir, max_length))
         self.backend.no_padding()

@@ -311,10 +311,14 @@ def build_backend_tokenizer(model_file: str | Path):
     vocab = kobert_vocab(proto)
     tok = Tokenizer(models.Unigram(vocab, unk_id=0, byte_fallback=False))
     tok.normalizer = _normalizer(spec.precompiled_charsmap)
-    # split=False: one Viterbi over the whole text, like sentencepiece (pieces never span "▁" anyway).
+    # split=True: one Viterbi per "▁" word, so word_ids() are the (normalised) text's whitespace words,
+    # which transformers' QA pipeline aligns answers to. sentencepiece runs one Viterbi over the whole
+    # text, but no piece holds a "▁" after its start, so the ids are the same: measured identical to
+    # split=False on all 200,000 NSMC documents and 148,845 KLUE/KorNLU/KorQuAD strings, for KoBERT's
+    # model and the shipped one (benchmarks/tokenizer_split_check.py).
     scheme = "always" if spec.add_dummy_prefix else "never"
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=scheme, split=False)
-    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme=scheme, split=False)
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=scheme, split=True)
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme=scheme, split=True)
     cls, sep = SPECIAL_TOKENS.index("[CLS]"), SPECIAL_TOKENS.index("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -323,6 +327,27 @@ def build_backend_tokenizer(model_file: str | Path):
     )
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
     return tok
+
+
+def split_words(backend) -> bool:
+    """Give a tokenizer.json written before words (Metaspace `split=False`) its words, in memory.
+
+    Done only when no piece holds "▁" after its start (true of every SentencePiece model trained
+    with split_by_whitespace, KoBERT's and kobert's): then every segmentation is one per word, so
+    the ids stay (0 differences measured, benchmarks/tokenizer_split_check.py) and an old export or
+    checkpoint gains `word_ids()`. Returns whether it changed anything.
+    """
+    from tokenizers import decoders, models, pre_tokenizers
+
+    pre = backend.pre_tokenizer
+    if not isinstance(pre, pre_tokenizers.Metaspace) or pre.split or not isinstance(backend.model, models.Unigram):
+        return False
+    if any(pre.replacement in piece[1:] for piece in backend.get_vocab(with_added_tokens=False)):
+        return False
+    pre.split = True
+    if isinstance(backend.decoder, decoders.Metaspace):
+        backend.decoder.split = True
+    return True
 
 
 def write_portable_tokenizer_class(config_file: str | Path) -> None:
@@ -411,7 +436,9 @@ def get_tokenizer(path: str | Path | None = None):
     path = Path(path)
     if path.is_dir():
         if (path / "tokenizer.json").is_file():
-            return _tokenizer_class().from_pretrained(str(path))
+            tokenizer = _tokenizer_class().from_pretrained(str(path))
+            split_words(tokenizer.backend_tokenizer)
+            return tokenizer
         model_file = _find_model_file(path)
         if model_file is None:
             raise TokenizerFileError(f"{path}: directory has neither tokenizer.json nor a SentencePiece .model file")

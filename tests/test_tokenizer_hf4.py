@@ -32,6 +32,7 @@ def encodings(tok, texts, pairs):
     return {
         "class": type(tok).__name__,
         "single": tok(texts)["input_ids"],
+        "word_ids": [tok(text).word_ids() for text in texts],  # whitespace words (Metaspace split=True)
         "pair": {key: list(value) for key, value in tok(firsts, seconds).items()},
         "truncated": tok(texts, truncation=True, max_length=8)["input_ids"],
         "pair_truncated": dict(tok(firsts, seconds, truncation="longest_first", max_length=12)),
