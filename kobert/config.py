@@ -59,6 +59,11 @@ ARCHITECTURE_HEADS = {"BertForPreTraining": "none", "BertForMaskedLM": "none",
                       **{spec.architecture: head for head, spec in HEAD_SPECS.items()}}
 
 
+def label_name(id2label: dict[int, str], index: int) -> str:
+    """A label id's name: the config's, else transformers' default for an unnamed id, `LABEL_<id>`."""
+    return id2label.get(index, f"LABEL_{index}")
+
+
 POSITIVE_INT_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                        "intermediate_size", "max_position_embeddings", "type_vocab_size")
 
@@ -112,6 +117,11 @@ class KoBertConfig:
         return HEAD_SPECS[self.head]
 
     @property
+    def label_names(self) -> list[str]:
+        """Label id i's name, for i in range(num_labels) (`label_name`)."""
+        return [label_name(self.id2label, i) for i in range(self.num_labels)]
+
+    @property
     def has_pooler(self) -> bool:
         return self.head_spec.has_pooler
 
@@ -155,7 +165,7 @@ class KoBertConfig:
             "pad_token_id": self.pad_token_id,
         }
         if self.head != "none":
-            labels = self.id2label or {i: f"LABEL_{i}" for i in range(self.num_labels)}
+            labels = self.id2label or dict(enumerate(self.label_names))
             d["id2label"] = {str(i): name for i, name in labels.items()}
             d["label2id"] = {name: i for i, name in labels.items()}
         return d

@@ -8,12 +8,8 @@ at the destination.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import signal
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,10 +21,9 @@ from kobert.parity import (FP32_TOLERANCE, GATES, ArtifactParity, ParityReport, 
                            metric_gate, task_gate)
 from kobert.progress import say
 from kobert.runtimes.base import IntegrityError, files_under, read_manifest, sha256_file, verify_files
+from kobert.staging import STAGING_MARKER, remove_stale_staging  # noqa: F401  (importable from here, as before)
+from kobert.staging import move_into_place, staging_folder, write_json
 
-# Every staging folder holds this file (with the exporting process's id), so a later export to
-# the same destination knows which leftovers beside it are ours to remove, and nothing else.
-STAGING_MARKER = ".kobert-staging"
 
 
 class ExportError(RuntimeError):
@@ -260,19 +255,17 @@ def export(src: str | Path, out: str | Path, targets: str | list[str] | None = N
             raise ExportError(f"--eval-set {eval_set.task}: {e}") from None
     tokenizer_path = find_tokenizer(loaded.path, tokenizer)
 
-    remove_stale_staging(out)
-    with _staging_folder(out) as staging:
+    with staging_folder(out, ExportError, "the export") as staging:
         manifest = _build(loaded, staging, targets, tokenizer_path)
         say("parity: every artifact against the transformers reference")
         report = check_parity(staging, manifest, tolerance, eval_set)
         for name, parity in report.artifacts.items():
             manifest["artifacts"][name]["parity"] = parity.to_dict()
-        _write_json(staging / "manifest.json", manifest)
-        _write_json(staging / "parity.json", report.to_dict())
+        write_json(staging / "manifest.json", manifest)
+        write_json(staging / "parity.json", report.to_dict())
         if not report.passed:
             raise ParityFailure(report)
-        (staging / STAGING_MARKER).unlink()
-        _move_into_place(staging, out)
+        move_into_place(staging, out)
     return ExportResult(out, manifest, report)
 
 
@@ -305,59 +298,6 @@ def is_kobert_export(folder: Path) -> bool:
     return {"config", "artifacts"} <= set(manifest)
 
 
-def remove_stale_staging(out: Path) -> None:
-    """Remove leftovers of interrupted exports to `out`: marked folders whose process is gone."""
-    if not out.parent.is_dir():
-        return
-    for folder in out.parent.glob(f".{out.name}.partial-*"):
-        marker = folder / STAGING_MARKER
-        try:
-            pid = int(marker.read_text().strip())
-        except (OSError, ValueError):
-            continue  # not ours (no marker): left alone
-        if not _process_alive(pid):
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return pid != 0
-
-
-@contextmanager
-def _staging_folder(out: Path):
-    """A marked hidden folder beside `out`, removed on any failure, SIGTERM or Ctrl-C included."""
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    except OSError as e:
-        raise ExportError(f"{out.parent}: cannot create the export there ({e.strerror or e})") from None
-    (staging / STAGING_MARKER).write_text(str(os.getpid()))
-    previous_handler = _exit_on_sigterm()
-    try:
-        yield staging
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
-
-
-def _exit_on_sigterm():
-    """Make SIGTERM raise SystemExit (so `finally` blocks clean up); None where signals cannot be set."""
-    def terminate(signum, frame):
-        raise SystemExit(128 + signum)
-
-    try:
-        return signal.signal(signal.SIGTERM, terminate)
-    except ValueError:  # not the main thread
-        return None
-
-
 def _build(loaded: LoadedCheckpoint, staging: Path, targets: list[str], tokenizer_path: Path | None) -> dict:
     weights = loaded.weights
     save_hf_checkpoint(weights, staging / "reference")
@@ -385,7 +325,7 @@ def _build(loaded: LoadedCheckpoint, staging: Path, targets: list[str], tokenize
     for name in set(order) - set(targets):  # built only as another's input
         shutil.rmtree(staging / name, ignore_errors=True)
     # Runtimes read manifest.json, so a provisional one is written before parity.
-    _write_json(staging / "manifest.json", manifest)
+    write_json(staging / "manifest.json", manifest)
     return manifest
 
 
@@ -408,24 +348,6 @@ def _torch_version() -> str:
     from importlib.metadata import version
 
     return f"torch {version('torch').split('+')[0]}"
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def _move_into_place(staging: Path, out: Path) -> None:
-    """Swap the finished export in; a previous export is removed only after the swap."""
-    previous = None
-    if out.exists():
-        previous = out.with_name(f".{out.name}.partial-previous-{os.getpid()}")
-        out.rename(previous)
-        # Marked like a staging folder: if we die before removing it, the next export does.
-        (previous / STAGING_MARKER).write_text(str(os.getpid()))
-    staging.chmod(0o755)  # mkdtemp made it private
-    staging.rename(out)
-    if previous is not None:
-        shutil.rmtree(previous, ignore_errors=True)
 
 
 def reparity(export_dir: str | Path, tolerance: float = FP32_TOLERANCE) -> ParityReport:

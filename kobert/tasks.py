@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
+from kobert.config import label_name
+
 # What the QA pipeline writes over the logits of tokens that cannot be in an answer.
 MASKED_LOGIT = -10000.0
 
@@ -32,10 +34,6 @@ def softmax(logits, axis: int = -1) -> np.ndarray:
     x = np.asarray(logits, dtype=np.float32)
     shifted = np.exp(x - x.max(axis=axis, keepdims=True))
     return shifted / shifted.sum(axis=axis, keepdims=True)
-
-
-def label_name(id2label: dict[int, str], index: int) -> str:
-    return id2label.get(index, f"LABEL_{index}")
 
 
 def outside_prefix(label: str) -> tuple[str, str]:

@@ -31,6 +31,8 @@ DEFAULT_TOKENIZER_DIR = Path(__file__).parent / "assets" / "tokenizer"
 SP_MODEL_NAMES = ("tokenizer.model", "spiece.model")
 # The tokenizer_class kobert writes: transformers 4.x and 5.x both resolve it (5.x names its class TokenizersBackend).
 PORTABLE_TOKENIZER_CLASS = "PreTrainedTokenizerFast"
+# Keys transformers 5 writes into tokenizer_config.json that describe the saving session, not the tokenizer.
+SESSION_KEYS = ("backend", "is_local", "local_files_only")
 
 # Noncharacters (Unicode: "reserved for internal use") that the normaliser inserts and removes again.
 # Each removal step is exact even when the input itself contains these characters (see _core_steps, _fix_steps).
@@ -361,6 +363,20 @@ def write_portable_tokenizer_class(config_file: str | Path) -> None:
     config["tokenizer_class"] = PORTABLE_TOKENIZER_CLASS
     # transformers' own layout, so a rewritten file differs from a saved one only in that line.
     path.write_text(json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def portable_tokenizer_config(path: Path) -> dict:
+    """A tokenizer_config.json for other tools (Optimum, transformers.js): the portable class
+    (see `write_portable_tokenizer_class`), without the keys that describe the saving session."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except ValueError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    config = {key: value for key, value in config.items() if key not in SESSION_KEYS}
+    config["tokenizer_class"] = PORTABLE_TOKENIZER_CLASS
+    # The Metaspace decoder already places spaces; 4.x would otherwise warn about this default.
+    config.setdefault("clean_up_tokenization_spaces", False)
+    return config
 
 
 @functools.cache

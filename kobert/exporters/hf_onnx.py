@@ -18,18 +18,17 @@ build time: the registry builds onnx-int8 before this target, so
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 from kobert.canonical import CanonicalWeights
 from kobert.config import INPUTS
 from kobert.exporters import ExportedArtifact
+from kobert.staging import write_json
+from kobert.tokenizer import portable_tokenizer_config
 
 FOLDER = "hf-onnx"
 SPECIAL_TOKEN_KEYS = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
-# Keys transformers 5 writes that describe the saving session, not the tokenizer.
-SESSION_KEYS = ("backend", "is_local", "local_files_only")
 
 
 def export(weights: CanonicalWeights, export_dir: Path) -> ExportedArtifact:
@@ -54,11 +53,11 @@ def export(weights: CanonicalWeights, export_dir: Path) -> ExportedArtifact:
     if not int8.is_file():
         # transformers.js in a browser (wasm) asks for the q8 file unless told otherwise.
         config["transformers.js_config"] = {"dtype": "fp32"}
-    _write_json(target / "config.json", config)
+    write_json(target / "config.json", config)
     shutil.copyfile(tokenizer_dir / "tokenizer.json", target / "tokenizer.json")
     tokenizer_config = portable_tokenizer_config(tokenizer_dir / "tokenizer_config.json")
-    _write_json(target / "tokenizer_config.json", tokenizer_config)
-    _write_json(target / "special_tokens_map.json",
+    write_json(target / "tokenizer_config.json", tokenizer_config)
+    write_json(target / "special_tokens_map.json",
                 {key: tokenizer_config[key] for key in SPECIAL_TOKEN_KEYS if key in tokenizer_config})
     return ExportedArtifact(
         name=FOLDER,
@@ -68,24 +67,3 @@ def export(weights: CanonicalWeights, export_dir: Path) -> ExportedArtifact:
         framework="Hugging Face layout (Optimum, transformers.js)",
         extra={"onnx_files": files},
     )
-
-
-def portable_tokenizer_config(path: Path) -> dict:
-    """The tokenizer_config.json that transformers 4.x and 5.x both read.
-
-    transformers 5's save_pretrained names the class `TokenizersBackend`, which 4.x
-    does not know; `PreTrainedTokenizerFast` is the same tokenizer.json in both.
-    """
-    try:
-        config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except ValueError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    config = {key: value for key, value in config.items() if key not in SESSION_KEYS}
-    config["tokenizer_class"] = "PreTrainedTokenizerFast"
-    # The Metaspace decoder already places spaces; 4.x would otherwise warn about this default.
-    config.setdefault("clean_up_tokenization_spaces", False)
-    return config
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

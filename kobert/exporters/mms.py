@@ -46,6 +46,7 @@ from kobert.config import KoBertConfig
 from kobert.encoding import TextEncoder, pad_encodings
 from kobert.mxnet_env import MXNetCommand, mxnet_python
 from kobert.runtimes.base import inside, read_manifest, verify_files
+from kobert.staging import write_json
 
 ARTIFACT = "mxnet"
 HANDLER_MODULE = "kobert_mms_handler"  # a name no other module on a worker's path has
@@ -98,7 +99,7 @@ def build(export_dir: Path, out: Path, batch_size: int = 1) -> Path:
         model_dir.mkdir()
         for source in (symbol_file, params_file, tokenizer_dir / "tokenizer.json"):
             shutil.copyfile(source, model_dir / source.name)
-        (model_dir / SPEC_FILE).write_text(json.dumps(spec, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_json(model_dir / SPEC_FILE, spec)
         (model_dir / f"{HANDLER_MODULE}.py").write_text(handler_source(manifest), encoding="utf-8")
         archive = _run_model_archiver(model_name, model_dir, Path(staging))
         os.replace(archive, out)
@@ -116,8 +117,7 @@ def serving_spec(manifest: dict, entry: dict, config: KoBertConfig, encoder: Tex
         "inputs": [{"name": spec["name"], "dtype": spec.get("dtype", "float32")} for spec in entry["inputs"]],
         "outputs": list(entry["outputs"]),
         "head": config.head,
-        # Index i is label id i; ids the config does not name get transformers' LABEL_i.
-        "labels": [config.id2label.get(i, f"LABEL_{i}") for i in range(config.num_labels)],
+        "labels": config.label_names,  # index i is label id i
         "pooling": "cls",
         "max_length": encoder.max_length,
         "pad_id": encoder.pad_id,

@@ -26,12 +26,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from kobert.config import KoBertConfig
-from kobert.exporters.hf_onnx import portable_tokenizer_config
 from kobert.runtimes.base import inside, read_manifest, verify_files
+from kobert.staging import move_into_place, staging_folder, write_json
+from kobert.tokenizer import portable_tokenizer_config
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "web"
 PAGE_FILES = ("index.html", "app.js", "kobert.js", "serve.py")
@@ -62,15 +62,10 @@ def build(export_dir: Path, out: Path) -> Path:
     node_modules = find_node_modules()
     check_destination(out)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    with staging_folder(out, WebPackageError, "the web package") as staging:
         _write_package(staging, model, tokenizer_dir, node_modules)
-        _write_json(staging / MARKER, page_settings(config, tokenizer_dir, manifest, node_modules))
-        staging.chmod(0o755)  # mkdtemp made it private
-        _swap_into_place(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        write_json(staging / MARKER, page_settings(config, tokenizer_dir, manifest, node_modules))
+        move_into_place(staging, out)
     return out
 
 
@@ -81,7 +76,7 @@ def _write_package(folder: Path, model: Path, tokenizer_dir: Path, node_modules:
     (folder / "model").mkdir()
     shutil.copyfile(model, folder / "model" / "model.onnx")
     shutil.copyfile(tokenizer_dir / "tokenizer.json", folder / "model" / "tokenizer.json")
-    _write_json(folder / "model" / "tokenizer_config.json",
+    write_json(folder / "model" / "tokenizer_config.json",
                 portable_tokenizer_config(tokenizer_dir / "tokenizer_config.json"))
     for target, (source, names) in LIBRARIES.items():
         (folder / target).mkdir(parents=True)
@@ -99,12 +94,11 @@ def page_settings(config: KoBertConfig, tokenizer_dir: Path, manifest: dict, nod
     missing = [token for token, value in special.items() if value is None]
     if missing:
         raise WebPackageError(f"{tokenizer_dir}/tokenizer.json: no {', '.join(missing)} token")
-    labels = config.id2label or {i: f"LABEL_{i}" for i in range(config.num_labels)}
     return {
         "kobert_web_package": 1,
         "source": manifest.get("source"),
         "head": config.head,
-        "labels": [labels[i] for i in range(config.num_labels)],
+        "labels": config.label_names,
         "max_length": encoder.max_length,
         "special_ids": special,
         "hidden_size": config.hidden_size,
@@ -163,17 +157,3 @@ def _package_version(folder: Path) -> str | None:
         return json.loads((folder / "package.json").read_text(encoding="utf-8")).get("version")
     except (OSError, ValueError):
         return None
-
-
-def _swap_into_place(staging: Path, out: Path) -> None:
-    previous = None
-    if out.exists():
-        previous = out.with_name(f".{out.name}.previous-{os.getpid()}")
-        out.rename(previous)
-    staging.rename(out)
-    if previous is not None:
-        shutil.rmtree(previous, ignore_errors=True)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -20,7 +20,6 @@ a backbone.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from kobert.bench import cpu_info
+from kobert.staging import move_into_place, staging_folder
 from kobert.training.pretrain import (IGNORE_INDEX, PretrainConfig, build_pretraining_model, latest_checkpoint,
                                       mask_tokens, plot_loss, read_log)
 
@@ -100,36 +100,36 @@ def publish_backbone(run: str | Path, dest: str | Path, heldout: dict | None = N
         raise FileNotFoundError(f"{run}: needs checkpoints/latest and model/ (a finished or time-limited `kobert pretrain`)")
     trainer = json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
     cfg = trainer["config"]
-    tmp = dest.parent / f".{dest.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(run / "model", tmp)
-    if cfg.get("objective") == "electra":
-        extras = {k: v for k, v in load_file(str(ckpt / "model.safetensors")).items() if not k.startswith("bert.")}
-        save_file(extras, str(tmp / "pretrain_weights.safetensors"), metadata={"format": "pt"})
-    if (run / "log.csv").is_file():
-        plot_loss(run / "log.csv", tmp / "loss.png",
-                  ylabel="ELECTRA loss (MLM + 50 x RTD)" if cfg.get("objective") == "electra" else "MLM loss",
-                  title="backbone pretraining loss")
+    state = _backbone_state(run, dest, trainer, heldout, note)
+    with staging_folder(dest) as staging:
+        shutil.copytree(run / "model", staging, dirs_exist_ok=True)
+        if cfg.get("objective") == "electra":
+            extras = {k: v for k, v in load_file(str(ckpt / "model.safetensors")).items() if not k.startswith("bert.")}
+            save_file(extras, str(staging / "pretrain_weights.safetensors"), metadata={"format": "pt"})
+        if (run / "log.csv").is_file():
+            plot_loss(run / "log.csv", staging / "loss.png",
+                      ylabel="ELECTRA loss (MLM + 50 x RTD)" if cfg.get("objective") == "electra" else "MLM loss",
+                      title="backbone pretraining loss")
+        (staging / "state.json").write_text(json.dumps(state, indent=2, ensure_ascii=False), encoding="utf-8")
+        if (dest / "CARD.md").is_file():
+            shutil.copy2(dest / "CARD.md", staging / "CARD.md")
+        move_into_place(staging, dest)
+    return state
+
+
+def _backbone_state(run: Path, dest: Path, trainer: dict, heldout: dict | None, note: str) -> dict:
+    """state.json: where the run stands, its recipe, and one row per publishing session (the earlier ones kept)."""
+    cfg = trainer["config"]
     previous = json.loads((dest / "state.json").read_text(encoding="utf-8")) if (dest / "state.json").is_file() else {}
     rows = read_log(run / "log.csv")
     session = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu_info()["model"], "run": run.name,
                "tokens_at_end": trainer["tokens"], "step_at_end": trainer["step"],
                "tokens_per_s_median": round(float(np.median([r["tokens_per_s"] for r in rows[1:]])), 1) if len(rows) > 1 else None,
                "note": note}
-    state = {
+    return {
         "step": trainer["step"], "tokens": trainer["tokens"], "elapsed_s": round(trainer["elapsed_s"], 1),
         "recipe": {k: cfg[k] for k in RECIPE_KEYS if k in cfg},
         "heldout": heldout or {},
         "sessions": previous.get("sessions", []) + [session],
         "continue_with": "kobert pretrain --init-from kobert/assets/backbone (same recipe; fresh optimizer, re-warm-up)",
     }
-    (tmp / "state.json").write_text(json.dumps(state, indent=2, ensure_ascii=False), encoding="utf-8")
-    if (dest / "CARD.md").is_file():
-        shutil.copy2(dest / "CARD.md", tmp / "CARD.md")
-    old = dest.parent / f".{dest.name}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if dest.exists():
-        os.replace(dest, old)
-    os.replace(tmp, dest)
-    shutil.rmtree(old, ignore_errors=True)
-    return state
