@@ -26,21 +26,24 @@ if [ ! -x .venv/bin/python ]; then "$PYTHON" -m venv .venv; fi
   || { echo "ci/setup.sh: tensorflow-text failed to install into .venv" >&2; exit 1; }
 
 if [ ! -x .venv-mxnet/bin/python ]; then "$PYTHON" -m venv .venv-mxnet; fi
-.venv-mxnet/bin/python -m pip install -q "mxnet==1.9.1" "numpy==1.23.5" 2>&1 | grep -v "^WARNING: Location" || true
+# The MXNet pins are said once, in kobert/mxnet_env.py (also read by `kobert setup-mxnet`).
+MXNET_PIN=$(.venv/bin/python -c "from kobert.mxnet_env import MXNET_PIN; print(MXNET_PIN)")
+NUMPY_PIN=$(.venv/bin/python -c "from kobert.mxnet_env import NUMPY_PIN; print(NUMPY_PIN)")
+.venv-mxnet/bin/python -m pip install -q "$MXNET_PIN" "$NUMPY_PIN" 2>&1 | grep -v "^WARNING: Location" || true
 .venv-mxnet/bin/python -c "import mxnet" \
   || { echo "ci/setup.sh: the MXNet environment (.venv-mxnet) failed to install" >&2; exit 1; }
 # Multi Model Server for `kobert package mms` archives (tests/test_mms.py), into .venv-mxnet:
 # MMS 1.1.11 and model-archiver 1.0.3 with their pure-python dependencies pinned and numpy held
-# at 1.23.5; tokenizers (the handler reads tokenizer.json) without huggingface_hub, which only
+# at $NUMPY_PIN; tokenizers (the handler reads tokenizer.json) without huggingface_hub, which only
 # from_pretrained needs; Java 17 for the MMS frontend, from the OS when `java` is missing.
 .venv-mxnet/bin/python -m pip install -q "multi-model-server==1.1.11" "model-archiver==1.0.3" "future==1.0.0" \
-  "enum-compat==0.0.3" "Pillow==13.0.0" "psutil==7.2.2" "numpy==1.23.5" 2>&1 | grep -v "^WARNING: Location" || true
+  "enum-compat==0.0.3" "Pillow==13.0.0" "psutil==7.2.2" "$NUMPY_PIN" 2>&1 | grep -v "^WARNING: Location" || true
 .venv-mxnet/bin/python -m pip install -q --no-deps "tokenizers==0.23.3" 2>&1 | grep -v "^WARNING: Location" || true
 if ! command -v java >/dev/null 2>&1; then
   SUDO=$([ "$(id -u)" -eq 0 ] || echo sudo)
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openjdk-17-jre-headless
 fi
-.venv-mxnet/bin/python -s -c "import mms, model_archiver, tokenizers, numpy; assert numpy.__version__ == '1.23.5'" \
+.venv-mxnet/bin/python -s -c "import mms, model_archiver, tokenizers, numpy; assert numpy.__version__ == '${NUMPY_PIN#numpy==}'" \
   && java -version >/dev/null 2>&1 \
   || { echo "ci/setup.sh: Multi Model Server (.venv-mxnet) or Java 17 failed to install" >&2; exit 1; }
 

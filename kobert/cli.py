@@ -404,7 +404,10 @@ def _add_eval(commands) -> None:
 
 
 def _add_setup_mxnet(commands) -> None:
-    p = commands.add_parser("setup-mxnet", help="create the per-user MXNet venv (mxnet 1.9.1, numpy<2) that the mxnet target runs in")
+    from kobert.mxnet_env import MXNET_REQUIREMENTS
+
+    p = commands.add_parser("setup-mxnet", help=f"create the per-user MXNet venv ({', '.join(MXNET_REQUIREMENTS)}) "
+                                                "that the mxnet target runs in")
     p.add_argument("--python", default=None, metavar="PATH", help="base interpreter for the venv (default: this one)")
     p.set_defaults(func=cmd_setup_mxnet)
 

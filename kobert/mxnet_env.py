@@ -36,7 +36,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ENV_VAR = "KOBERT_MXNET_PYTHON"
-MXNET_REQUIREMENTS = ("mxnet==1.9.1", "numpy==1.23.5")
+# The MXNet pins, said once: `kobert setup-mxnet` installs them, the `mxnet` extra in pyproject.toml
+# lists them and ci/setup.sh reads them from here (tests/test_mxnet_env.py checks both agree).
+# MXNet 1.9.1 does not import with numpy 2.
+MXNET_PIN = "mxnet==1.9.1"
+NUMPY_PIN = "numpy==1.23.5"
+MXNET_REQUIREMENTS = (MXNET_PIN, NUMPY_PIN)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 

@@ -198,6 +198,24 @@ def test_setup_mxnet_failure_is_one_clear_sentence(monkeypatch, tmp_path, capsys
     assert len(error.splitlines()) == 1
 
 
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_the_mxnet_pins_are_said_once():
+    """`kobert setup-mxnet` installs MXNET_REQUIREMENTS; the extra and ci/setup.sh must say the same."""
+    import re
+    import tomllib
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert extras["mxnet"] == list(MXNET_REQUIREMENTS)
+    setup = (REPO / "ci" / "setup.sh").read_text()
+    assert re.findall(r"\b(?:mxnet|numpy)==[\d.]+", setup) == [], "ci/setup.sh pins MXNet's versions itself"
+    for name in ("MXNET_PIN", "NUMPY_PIN"):
+        assert f"from kobert.mxnet_env import {name}" in setup
+        assert f'"${name}"' in setup  # and installs what it read
+    assert mxnet_env.MXNET_REQUIREMENTS == (mxnet_env.MXNET_PIN, mxnet_env.NUMPY_PIN)
+
+
 # --- in the real MXNet interpreter ------------------------------------------------
 
 PROBE = """
