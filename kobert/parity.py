@@ -266,12 +266,6 @@ def mean_embedding(hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray
     return (np.asarray(hidden, dtype=np.float64) * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1.0)
 
 
-def _with_mean_embedding(outputs: dict, attention_mask: np.ndarray) -> dict:
-    if "last_hidden_state" not in outputs:
-        return outputs
-    return {**outputs, MEAN_EMBEDDING: mean_embedding(outputs["last_hidden_state"], attention_mask)}
-
-
 def check_runtime(artifact: str, runtime, reference: dict[str, dict[str, np.ndarray]], cases: list[GoldenCase],
                   gate: ParityGate, per_token: tuple[str, ...]) -> ArtifactParity:
     """Compare a runtime (anything with `.name` and `.run(**inputs)`) against reference outputs.

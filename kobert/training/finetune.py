@@ -24,7 +24,6 @@ import os
 import random
 import shutil
 import time
-import urllib.request  # noqa: F401  (tests make the NSMC download fail through this module)
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
