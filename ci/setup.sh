@@ -77,6 +77,10 @@ fi
 .venv/bin/python -c "import sentence_transformers" 2>/dev/null \
   || .venv/bin/python -m pip install -q -e ".[bench]" 2>&1 | grep -v "^WARNING: Location" || true
 
+# The docs site (tests/test_docs.py runs `mkdocs build --strict`): mkdocs and Material, pinned in the docs extra.
+.venv/bin/python -c "import mkdocs, material" 2>/dev/null \
+  || .venv/bin/python -m pip install -q -e ".[docs]" 2>&1 | grep -v "^WARNING: Location" || true
+
 # Independent references for the task metrics (tests/test_task_metrics.py): seqeval's sdist builds only as PEP 517.
 .venv/bin/python -m pip install -q --use-pep517 "seqeval==1.2.2" "scipy==1.17.1" "scikit-learn==1.9.1" \
   2>&1 | grep -v "^WARNING: Location" || true

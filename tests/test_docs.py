@@ -1,0 +1,209 @@
+"""The docs: the site builds with no broken link, every example runs, every figure table comes from its JSON.
+
+Conventions (written for authors in docs/contributing-docs.md):
+- ```bash and ```python blocks in README.md and docs/ are executed, in page order, in one scratch
+  folder per test session (`.venv`, `kobert/`, `web/` ... linked in; `artifacts/` fresh; `../shared`
+  linked when it exists). Consecutive Python blocks of a page share one interpreter, so a later
+  block may use an earlier block's names. README.md runs first: other pages may use its `artifacts/quickstart` export.
+- `<!-- no-run: REASON -->` on the line before a block: shown, never executed; REASON is required.
+- `<!-- needs: WHAT -->` before a block: executed only when WHAT exists (`shared-data` for
+  ../shared/data, or a path in the checkout such as `.venv-mxnet`), otherwise skipped, saying so.
+- `<!-- output -->` before a ```text block: the expected output of the executed block just above it.
+  Each of its lines must match one line of that block's stdout, in order; `...` matches anything.
+- Any other fence language (text, json, js, properties) is never executed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+EXECUTED = {"bash", "python"}
+KNOWN = EXECUTED | {"text", "json", "js", "properties"}
+LINKED = [".venv", ".venv-mxnet", ".venv-hf4", "kobert", "benchmarks", "web", "ci", "tests", "parity_tests", "docs",
+          "pyproject.toml", "README.md", "mkdocs.yml"]
+FENCE = re.compile(r"((?:^<!-- [^\n]*-->\n)*)^```(\w*)\n(.*?)^```\n", re.M | re.S)
+MARKER = re.compile(r"<!-- (no-run|needs|output)(?::\s*(.*?))? -->")
+BLOCK_TIMEOUT = 300
+
+
+@dataclass
+class Block:
+    page: Path
+    line: int
+    lang: str
+    code: str
+    markers: dict
+    expected: str | None = None  # the <!-- output --> block that follows it
+
+    @property
+    def where(self) -> str:
+        return f"{self.page.relative_to(REPO)}:{self.line}"
+
+
+def blocks(page: Path) -> list[Block]:
+    text = page.read_text(encoding="utf-8")
+    found: list[Block] = []
+    for m in FENCE.finditer(text):
+        markers = {kind: (value or "").strip() for kind, value in MARKER.findall(m[1])}
+        block = Block(page, text.count("\n", 0, m.start(2)) + 1, m[2], m[3], markers)
+        if "output" in markers:
+            executed = [b for b in found if b.lang in EXECUTED]
+            assert executed and block.lang == "text", f"{block.where}: <!-- output --> must be a text block after a run"
+            executed[-1].expected = block.code
+        found.append(block)
+    return found
+
+
+def test_every_block_says_what_it_is():
+    problems = []
+    for page in PAGES:
+        for b in blocks(page):
+            if b.lang not in KNOWN:
+                problems.append(f"{b.where}: fence language {b.lang or '(none)'!r}; use one of {sorted(KNOWN)}")
+            if "no-run" in b.markers and not b.markers["no-run"]:
+                problems.append(f"{b.where}: <!-- no-run --> needs a reason")
+            if "no-run" in b.markers and b.lang not in EXECUTED:
+                problems.append(f"{b.where}: <!-- no-run --> on a {b.lang} block, which never runs anyway")
+    assert not problems, "\n".join(problems)
+
+
+def test_readme_is_short():
+    lines = (REPO / "README.md").read_text(encoding="utf-8").count("\n")
+    assert lines <= 250, f"README.md has {lines} lines; the rest belongs in docs/"
+
+
+def test_mkdocs_build_strict(tmp_path):
+    """Broken links, missing pages and bad includes fail the build."""
+    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "site" / "index.html").is_file()
+
+
+def test_figure_tables_equal_their_json():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import figures
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    used = {m[2] for page in figures.PAGES for m in figures.BLOCK.finditer(page.read_text(encoding="utf-8"))}
+    assert used == set(figures.TABLES), f"tables never shown: {set(figures.TABLES) - used}"
+    stale = figures.stale_blocks()
+    assert not stale, "regenerate with `python benchmarks/figures.py`: " + ", ".join(stale)
+
+
+# --- executing the examples ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def docs_workdir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("docs")
+    work = root / "work"
+    work.mkdir()
+    for name in LINKED:
+        if (REPO / name).exists():
+            (work / name).symlink_to(REPO / name)
+    (work / "artifacts").mkdir()
+    if SHARED.is_dir():
+        (root / "shared").symlink_to(SHARED)
+    return work
+
+
+def needs_missing(block: Block, work: Path) -> str | None:
+    what = block.markers.get("needs")
+    if not what:
+        return None
+    path = work.parent / "shared" / "data" if what == "shared-data" else work / what
+    return None if path.exists() else f"{block.where}: needs {what} ({path} missing)"
+
+
+PYTHON_RUNNER = """
+import json, sys
+namespace = {"__name__": "__main__"}
+for index, code in json.load(open(sys.argv[1], encoding="utf-8")):
+    print(f"\\x00block {index}", flush=True)
+    exec(compile(code, f"block {index}", "exec"), namespace)
+"""
+
+
+def run_page(page: Path, work: Path) -> list[str]:
+    """Run a page's blocks in order; return the reasons of the skipped ones. Consecutive Python blocks run in
+    one interpreter (sharing their names); a shell block between them starts a new one."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+    skipped, pending = [], []
+    runnable = [b for b in blocks(page) if b.lang in EXECUTED and "no-run" not in b.markers]
+
+    def flush_python():
+        if not pending:
+            return
+        script = work / f".docs-{page.stem}.json"
+        script.write_text(json.dumps([[i, b.code] for i, b in enumerate(pending)]), encoding="utf-8")
+        proc = subprocess.run([str(work / ".venv/bin/python"), "-c", PYTHON_RUNNER, str(script)], cwd=work, env=env,
+                              capture_output=True, text=True, timeout=BLOCK_TIMEOUT * len(pending))
+        outputs = proc.stdout.split("\x00block ")[1:]
+        if proc.returncode != 0:
+            failed = pending[len(outputs) - 1] if outputs else pending[0]
+            pytest.fail(f"{failed.where}: python block failed\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        for b, out in zip(pending, outputs):
+            check_output(b, out.split("\n", 1)[1] if "\n" in out else "")
+        pending.clear()
+
+    for b in runnable:
+        reason = needs_missing(b, work)
+        if reason:
+            skipped.append(reason)
+            continue
+        if b.lang == "python":
+            pending.append(b)
+            continue
+        flush_python()
+        proc = subprocess.run(["bash", "-euo", "pipefail", "-c", b.code], cwd=work, env=env, capture_output=True,
+                              text=True, timeout=BLOCK_TIMEOUT)
+        if proc.returncode != 0:
+            pytest.fail(f"{b.where}: exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        check_output(b, proc.stdout)
+    flush_python()
+    return skipped
+
+
+def check_output(block: Block, stdout: str) -> None:
+    if block.expected is None:
+        return
+    lines = stdout.splitlines()
+    position = 0
+    for want in block.expected.splitlines():
+        pattern = re.compile(".*".join(re.escape(part) for part in want.strip().split("...")))
+        while position < len(lines) and not pattern.fullmatch(lines[position].strip()):
+            position += 1
+        assert position < len(lines), f"{block.where}: expected output line not found in order: {want!r}\n{stdout}"
+        position += 1
+
+
+@pytest.fixture(scope="session")
+def readme_ran(docs_workdir) -> Path:
+    """README.md's examples, run once: later pages use its artifacts/quickstart export."""
+    run_page(REPO / "README.md", docs_workdir)
+    return docs_workdir
+
+
+def test_readme_examples_run(readme_ran):
+    assert (readme_ran / "artifacts" / "quickstart" / "manifest.json").is_file()
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if p.name != "README.md" and any(
+    b.lang in EXECUTED and "no-run" not in b.markers for b in blocks(p))], ids=lambda p: str(p.relative_to(REPO)))
+def test_page_examples_run(page, readme_ran):
+    skipped = run_page(page, readme_ran)
+    if skipped:
+        pytest.skip("; ".join(skipped))
