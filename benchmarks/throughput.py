@@ -203,7 +203,7 @@ def main() -> int:
 
     nsmc = args.nsmc or default_nsmc_dir() / "ratings_test.txt"
     if not nsmc.is_file():
-        print(f"skipped: {nsmc} not found (set KOBERT_NSMC_DIR or pass --nsmc)")
+        print(f"skipped: {nsmc} not found (set KOBERT_DATA_DIR or KOBERT_NSMC_DIR, or pass --nsmc)")
         return 0
     data = read_nsmc(nsmc, limit=args.limit)
     count = len(data)

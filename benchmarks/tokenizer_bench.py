@@ -21,9 +21,10 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from kobert.bench import median_seconds
+from kobert.datasets import data_dir
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("KOBERT_SHARED_DATA", REPO.parent / "shared" / "data"))
+SHARED = data_dir()
 
 
 def load_documents():

@@ -6,13 +6,16 @@ examples.
 
 NSMC files are TSVs with a header `id  document  label`; documents that contain
 `"` are CSV-quoted (as in the official files) and a few are empty. They are read
-from a local directory (`--nsmc-dir`, else $KOBERT_NSMC_DIR, else
-`../shared/data/nsmc` next to the repository), or downloaded from the dataset's
-official location when that fails and the machine is online.
+from a local directory (`--nsmc-dir`, else $KOBERT_NSMC_DIR, else `nsmc/` in
+the data folder), or downloaded from the dataset's official location when that
+fails and the machine is online.
 
 The other tasks (`read_task`: YNAT, KMOU NER, KorSTS, KorQuAD 1.0) are read from
-the shared data folder ($KOBERT_DATA_DIR, else `../shared/data`); see
-TASK_FILES and each reader for the file formats.
+the data folder; see TASK_FILES and each reader for the file formats.
+
+The data folder is one setting, read when it is used (`data_dir`): $KOBERT_DATA_DIR
+(or its older name $KOBERT_SHARED_DATA), else `../shared/data` next to a source
+checkout, else `${XDG_DATA_HOME:-~/.local/share}/kobert/data` for an installed kobert.
 """
 
 from __future__ import annotations
@@ -25,11 +28,17 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+# kobert.mxnet_env imports only the standard library, and knows whether kobert runs from a checkout.
+from kobert.mxnet_env import checkout_root
+
 NSMC_URL = "https://raw.githubusercontent.com/e9t/nsmc/master/ratings_{split}.txt"
 NSMC_FILES = {"train": "ratings_train.txt", "test": "ratings_test.txt"}
 ID2LABEL = {0: "negative", 1: "positive"}
-REPO_ROOT = Path(__file__).resolve().parents[1]
 DOWNLOAD_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kobert" / "nsmc"
+DATA_DIR_ENV = "KOBERT_DATA_DIR"
+# Also read, in this order: the older name of the same setting (tests and benchmarks used it).
+DATA_DIR_ALIASES = ("KOBERT_SHARED_DATA",)
+NSMC_DIR_ENV = "KOBERT_NSMC_DIR"  # NSMC alone somewhere else than the data folder's nsmc/
 
 
 @dataclass
@@ -42,8 +51,25 @@ class LabelledTexts:
         return len(self.texts)
 
 
+def data_dir() -> Path:
+    """The shared data folder (nsmc/, klue/, ner/, kornlu/, korquad/, reference_vocabs/), read at call time."""
+    for name in (DATA_DIR_ENV, *DATA_DIR_ALIASES):
+        if os.environ.get(name):
+            return Path(os.environ[name])
+    root = checkout_root()
+    if root is not None:
+        return root.parent / "shared" / "data"
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "kobert" / "data"
+
+
+def default_data_dir() -> Path:
+    """`data_dir()` (the name the readers' callers have used)."""
+    return data_dir()
+
+
 def default_nsmc_dir() -> Path:
-    return Path(os.environ.get("KOBERT_NSMC_DIR") or REPO_ROOT.parent / "shared" / "data" / "nsmc")
+    """$KOBERT_NSMC_DIR, else the data folder's nsmc/."""
+    return Path(os.environ.get(NSMC_DIR_ENV) or data_dir() / "nsmc")
 
 
 TEXT_COLUMNS = ("document", "text", "sentence")
@@ -90,8 +116,9 @@ def read_nsmc(path: str | Path, limit: int | None = None) -> LabelledTexts:
     return data
 
 
-def download_nsmc(dest: Path = DOWNLOAD_CACHE) -> Path:
-    """Fetch ratings_{train,test}.txt from the official e9t/nsmc repository into `dest`."""
+def download_nsmc(dest: Path | None = None) -> Path:
+    """Fetch ratings_{train,test}.txt from the official e9t/nsmc repository into `dest` (default: DOWNLOAD_CACHE)."""
+    dest = Path(dest) if dest is not None else DOWNLOAD_CACHE
     dest.mkdir(parents=True, exist_ok=True)
     for split, name in NSMC_FILES.items():
         target = dest / name
@@ -128,9 +155,8 @@ def locate_nsmc(nsmc_dir: str | Path | None = None) -> Path:
 
 # --- the other Korean tasks: files under the shared data folder ----------------------------------
 #
-# Paths are relative to the shared data folder ($KOBERT_DATA_DIR, else ../shared/data next to the
-# repository; its MANIFEST.md says where each file comes from). `task_file` finds one and names
-# what is missing when it is not there.
+# Paths are relative to the shared data folder (`data_dir`; its MANIFEST.md says where each file
+# comes from). `task_file` finds one and names what is missing when it is not there.
 
 TASK_FILES = {
     ("ynat", "train"): "klue/ynat-v1.1_derived/ynat_train.tsv",
@@ -151,10 +177,6 @@ NER_LABELS = ("O",) + tuple(f"{prefix}-{kind}" for kind in NER_TYPES for prefix 
 # KorQuAD 1.0 has only its dev set here: split by article, this share for training.
 QA_TRAIN_SHARE = 0.8
 QA_SPLIT_SEED = 0
-
-
-def default_data_dir() -> Path:
-    return Path(os.environ.get("KOBERT_DATA_DIR") or REPO_ROOT.parent / "shared" / "data")
 
 
 def task_file(task: str, split: str, data_dir: str | Path | None = None) -> Path:

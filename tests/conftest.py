@@ -3,19 +3,20 @@
 # ---------------------------------------------------------------------------
 # Tokenizer fixtures (owner: tokenizer; tests/test_tokenizer*.py)
 # ---------------------------------------------------------------------------
-import os
 import random
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 KOBERT_SP_MODEL = "reference_vocabs/kobert_tokenizer_78b3253a26.model"
 
 
 def shared_data_dir() -> Path:
-    """$KOBERT_SHARED_DATA, else <repo>/../shared/data (may not exist on a plain clone)."""
-    return Path(os.environ.get("KOBERT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+    """kobert's one data-folder setting (`kobert.datasets.data_dir`: $KOBERT_DATA_DIR or $KOBERT_SHARED_DATA,
+    else <repo>/../shared/data); it may not exist on a plain clone."""
+    from kobert.datasets import data_dir
+
+    return data_dir()
 
 
 def generate_korean_documents(n: int, seed: int = 0) -> list[str]:

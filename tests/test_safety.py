@@ -292,6 +292,32 @@ def test_every_command_reads_nsmc_through_one_reader(tmp_path):
     assert data.texts[0] == '따옴표 "안" 문장'
 
 
+def test_one_data_folder_setting_read_at_call_time(tmp_path, monkeypatch):
+    """KOBERT_DATA_DIR (or its older name KOBERT_SHARED_DATA) names the data folder for every reader,
+    NSMC included, when it is read, not when kobert is imported; KOBERT_NSMC_DIR still names NSMC alone."""
+    from kobert import datasets
+
+    for name in ("KOBERT_DATA_DIR", "KOBERT_SHARED_DATA", "KOBERT_NSMC_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    checkout = datasets.data_dir()
+    assert checkout == Path(datasets.__file__).resolve().parents[2] / "shared" / "data"  # beside this checkout
+    monkeypatch.setenv("KOBERT_SHARED_DATA", str(tmp_path / "old"))
+    assert datasets.data_dir() == tmp_path / "old"
+    monkeypatch.setenv("KOBERT_DATA_DIR", str(tmp_path / "data"))
+    assert datasets.data_dir() == datasets.default_data_dir() == tmp_path / "data"
+    assert datasets.default_nsmc_dir() == tmp_path / "data" / "nsmc"
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "data" / "klue")):
+        datasets.task_file("ynat", "eval")
+    monkeypatch.setenv("KOBERT_NSMC_DIR", str(tmp_path / "nsmc-elsewhere"))
+    assert datasets.default_nsmc_dir() == tmp_path / "nsmc-elsewhere"
+    # An installed kobert (no checkout around it) keeps its data in the user's data home.
+    monkeypatch.delenv("KOBERT_DATA_DIR")
+    monkeypatch.delenv("KOBERT_SHARED_DATA")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(datasets, "checkout_root", lambda: None)
+    assert datasets.data_dir() == tmp_path / "home" / "kobert" / "data"
+
+
 def test_the_nsmc_test_file_reads_the_same_everywhere():
     from kobert import datasets
     from kobert.export import read_eval_set
