@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -137,6 +138,19 @@ for index, code in json.load(open(sys.argv[1], encoding="utf-8")):
 """
 
 
+def run_block(command: list[str], work: Path, env: dict, timeout: float) -> subprocess.CompletedProcess:
+    """One block in its own process group, so a timeout stops everything it started (not only bash)."""
+    proc = subprocess.Popen(command, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"{' '.join(command)[:200]}: still running after {timeout:.0f} s\n{stdout[-2000:]}\n{stderr[-2000:]}")
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+
+
 def run_page(page: Path, work: Path) -> list[str]:
     """Run a page's blocks in order; return the reasons of the skipped ones. Consecutive Python blocks run in
     one interpreter (sharing their names); a shell block between them starts a new one."""
@@ -149,8 +163,8 @@ def run_page(page: Path, work: Path) -> list[str]:
             return
         script = work / f".docs-{page.stem}.json"
         script.write_text(json.dumps([[i, b.code] for i, b in enumerate(pending)]), encoding="utf-8")
-        proc = subprocess.run([str(work / ".venv/bin/python"), "-c", PYTHON_RUNNER, str(script)], cwd=work, env=env,
-                              capture_output=True, text=True, timeout=BLOCK_TIMEOUT * len(pending))
+        proc = run_block([str(work / ".venv/bin/python"), "-c", PYTHON_RUNNER, str(script)], work, env,
+                         BLOCK_TIMEOUT * len(pending))
         outputs = proc.stdout.split("\x00block ")[1:]
         if proc.returncode != 0:
             failed = pending[len(outputs) - 1] if outputs else pending[0]
@@ -168,8 +182,7 @@ def run_page(page: Path, work: Path) -> list[str]:
             pending.append(b)
             continue
         flush_python()
-        proc = subprocess.run(["bash", "-euo", "pipefail", "-c", b.code], cwd=work, env=env, capture_output=True,
-                              text=True, timeout=BLOCK_TIMEOUT)
+        proc = run_block(["bash", "-euo", "pipefail", "-c", b.code], work, env, BLOCK_TIMEOUT)
         if proc.returncode != 0:
             pytest.fail(f"{b.where}: exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
         check_output(b, proc.stdout)
