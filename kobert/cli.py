@@ -10,6 +10,7 @@ import itertools
 import json
 import sys
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from kobert import __version__
@@ -92,23 +93,103 @@ def cmd_parity(args) -> int:
     return 0
 
 
-def read_lines(path: str) -> Iterator[str]:
+# `kobert run --input` keeps a line up to a cap tied to what the model can use, so memory follows the
+# model, not the input. Truncation keeps at most the tokenizer's `max_length` tokens, and a token of
+# natural Korean text covers 1.7 characters on average (at most 4 over 5,000 NSMC test reviews), so
+# 16 characters per token is a wide margin; `entities` report offsets into the kept text, which is
+# the text their row prints. `answer` reads a context in overlapping windows, any of which may hold
+# the answer, so its lines keep ANSWER_WINDOWS times as much (KorQuAD 1.0's longest dev context:
+# 2,946 characters). A longer line is cut there, with a warning naming it.
+LINE_CHARS_PER_TOKEN = 16
+ANSWER_WINDOWS = 8
+# A line with no end within this many bytes past its cap (a binary file, /dev/zero) stops the run:
+# there is no next line to go on with.
+LINE_SCAN_LIMIT = 64 * 2**20
+
+
+def line_cap(max_length: int, output: str) -> int:
+    """The characters of an input line `kobert run` keeps (see LINE_CHARS_PER_TOKEN)."""
+    return max_length * LINE_CHARS_PER_TOKEN * (ANSWER_WINDOWS if output == "answer" else 1)
+
+
+@dataclass
+class InputLine:
+    """One text for `kobert run`, or what is wrong with it."""
+
+    where: str  # for messages: "FILE:N", or "text N" for a TEXT argument
+    position: dict  # for an error row: {"line": N}, or {"argument": N}
+    text: str = ""
+    error: str | None = None
+    fatal: bool = False  # nothing can follow it (no line end was found)
+
+
+def warn(command: str, message: str) -> None:
+    print(f"kobert {command}: warning: {message}", file=sys.stderr, flush=True)
+
+
+def read_lines(path: str, max_chars: int | None = None) -> Iterator[InputLine]:
     """The lines of a UTF-8 file (or "-" for stdin), split on "\\n" only ("\\r\\n" accepted), read as they come.
 
     Not `str.splitlines`: a review may hold \\x0c, \\x1e, \\x85, U+2028 or a lone \\r, and one
-    input line must stay one output line.
+    input line must stay one output line. At most `max_chars` characters of a line are kept:
+    about 4 bytes each are read, the rest of the line is skipped without being held.
     """
     stream = sys.stdin.buffer if path == "-" else open(path, "rb")
+    limit = None if max_chars is None else 4 * max_chars  # UTF-8: at most 4 bytes a character
     try:
-        for number, raw in enumerate(stream, start=1):
-            raw = raw.removesuffix(b"\n").removesuffix(b"\r")
-            try:
-                yield raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise ValueError(f"{path}:{number}: not valid UTF-8 (byte {e.start + 1} of the line)") from None
+        for number in itertools.count(1):
+            raw = stream.readline(-1 if limit is None else limit + 1)
+            if not raw:
+                return
+            where = f"{path}:{number}"
+            cut = limit is not None and len(raw) > limit and not raw.endswith(b"\n")
+            if cut and not _skip_rest_of_line(stream):
+                yield InputLine(where, {"line": number}, fatal=True,
+                                error=f"{where}: no line end within {LINE_SCAN_LIMIT // 2**20} MiB "
+                                      "(not a text file?); stopped there")
+                return
+            yield _decode_line(raw, where, number, max_chars, cut)
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
+
+
+def _skip_rest_of_line(stream) -> bool:
+    """Read past the end of the current line in bounded chunks; False if none came within LINE_SCAN_LIMIT."""
+    skipped = 0
+    while skipped <= LINE_SCAN_LIMIT:
+        chunk = stream.readline(2**20)
+        if not chunk or chunk.endswith(b"\n"):
+            return True
+        skipped += len(chunk)
+    return False
+
+
+def _decode_line(raw: bytes, where: str, number: int, max_chars: int | None, cut: bool) -> InputLine:
+    import codecs
+
+    if not cut:
+        raw = raw.removesuffix(b"\n").removesuffix(b"\r")
+    try:
+        # A cut line may end inside a character: the incremental decoder leaves that one out.
+        text = codecs.getincrementaldecoder("utf-8")().decode(raw, final=not cut)
+    except UnicodeDecodeError as e:
+        return InputLine(where, {"line": number}, error=f"{where}: not valid UTF-8 (byte {e.start + 1} of the line)")
+    if max_chars is not None and (cut or len(text) > max_chars):
+        text = text[:max_chars]
+        warn("run", f"{where}: longer than {max_chars:,} characters; only the first {max_chars:,} are used")
+    return InputLine(where, {"line": number}, text)
+
+
+def text_arguments(texts: list[str]) -> Iterator[InputLine]:
+    from kobert.encoding import check_text
+
+    for number, text in enumerate(texts):
+        where = f"text {number}"
+        try:
+            yield InputLine(where, {"argument": number}, check_text(text, where))
+        except ValueError as e:
+            yield InputLine(where, {"argument": number}, error=str(e))
 
 
 OUTPUTS = ("embeddings", "logits", "labels", "entities", "answer")
@@ -172,21 +253,91 @@ def cmd_run(args) -> int:
     from kobert import runtimes
     from kobert.progress import Counter
 
-    texts = itertools.chain(args.texts, read_lines(args.input) if args.input else ())
     counter = Counter("run --input") if args.input else None
     with runtimes.load(args.dir, runtime=args.runtime, artifact=args.artifact, verify=not args.no_verify) as runtime:
-        written = 0
-        for row in run_rows(runtime, texts, args.output, args.pooling, args.batch_size, question=args.question):
-            sys.stdout.write(json_line(row))
-            written += 1
-            if counter is not None:
-                counter.add()
-        sys.stdout.flush()
+        lines = text_arguments(args.texts)
+        if args.input:
+            cap = line_cap(runtime.text_encoder.max_length, args.output)
+            lines = itertools.chain(lines, read_lines(args.input, cap))
+        written, skipped = RowWriter(runtime, args, sys.stdout, counter).write(lines)
     if counter is not None:
         counter.done()
-    if not written:
+    if skipped:
+        warn("run", f"{skipped:,} line(s) gave an error row instead of output (--on-error skip)")
+    if not written + skipped:
         raise ValueError("no text given (pass TEXT... or --input FILE)")
     return 0
+
+
+class RowWriter:
+    """`kobert run`'s rows in input order, flushed after every window, so a bad line loses nothing before it.
+
+    A window is computed whole; if that fails, its lines are computed one at a time, so every good line
+    before the failing one is written. A bad line (an input error, ValueError) stops the run
+    (`--on-error stop`) or becomes an `{"error": ..., "line": N}` row (`--on-error skip`); any other
+    failure stops the run.
+    """
+
+    def __init__(self, runtime, args, out, counter=None):
+        self.runtime, self.args, self.out, self.counter = runtime, args, out, counter
+        self.written = self.skipped = 0
+
+    def write(self, lines: Iterable[InputLine]) -> tuple[int, int]:
+        from kobert.encoding import WINDOW_BATCHES, windows
+
+        needs_tab = self.args.output == "answer" and self.args.question is None
+        for window in windows(lines, self.args.batch_size * WINDOW_BATCHES):
+            good = []
+            for line in window:
+                if line.error is None and needs_tab and "\t" not in line.text:
+                    line.error = f"{line.where}: expected 'question<TAB>context' (or pass --question Q)"
+                if line.error is None:
+                    good.append(line)
+                    continue
+                self._rows(good)
+                good = []
+                self._bad(line)
+            self._rows(good)
+            self.out.flush()
+        return self.written, self.skipped
+
+    def _compute(self, lines: list[InputLine]) -> list[dict]:
+        a = self.args
+        return list(run_rows(self.runtime, [line.text for line in lines], a.output, a.pooling, a.batch_size,
+                             question=a.question))
+
+    def _rows(self, lines: list[InputLine]) -> None:
+        if not lines:
+            return
+        try:
+            rows = self._compute(lines)
+        except Exception:
+            rows = None  # found below, line by line
+        if rows is None:
+            for line in lines:
+                try:
+                    self._emit(self._compute([line]))
+                except ValueError as e:
+                    self._bad(InputLine(line.where, line.position, error=f"{line.where}: {e}"))
+                except Exception:
+                    self.out.flush()
+                    raise
+            return
+        self._emit(rows)
+
+    def _emit(self, rows: list[dict]) -> None:
+        for row in rows:
+            self.out.write(json_line(row))
+            self.written += 1
+            if self.counter is not None:
+                self.counter.add()
+
+    def _bad(self, line: InputLine) -> None:
+        if self.args.on_error != "skip" or line.fatal:
+            self.out.flush()
+            raise ValueError(line.error)
+        self.out.write(json_line({"error": line.error, **line.position}))
+        self.skipped += 1
 
 
 def cmd_package(args) -> int:
@@ -344,7 +495,13 @@ def _add_run(commands) -> None:
     p.add_argument("--question", default=None, help="with --output answer: the question every TEXT is a context of")
     p.add_argument("--pooling", choices=["cls", "mean"], default="cls")
     p.add_argument("--input", default=None, metavar="FILE",
-                   help="a UTF-8 file with one text per line ('-' for stdin), streamed: one output line per input line")
+                   help="a UTF-8 file with one text per line ('-' for stdin), streamed: one output line per input "
+                        f"line. A line keeps at most {LINE_CHARS_PER_TOKEN} characters per token the model takes "
+                        f"({ANSWER_WINDOWS}x that for answer), enough for all that truncation keeps: a longer line "
+                        "is cut there, with a warning naming it")
+    p.add_argument("--on-error", choices=["stop", "skip"], default="stop",
+                   help="a bad line: stop (exit 2, every row before it written), or skip (an "
+                        '{"error": ..., "line": N} row in its place, and go on)')
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--no-verify", action="store_true", help="skip the sha256 check of the artifact's files")
     p.add_argument("texts", nargs="*", metavar="TEXT", help="texts; put them after -- if one starts with '-'")
