@@ -4,11 +4,11 @@ The shim imports TensorFlow, so it lives in the TF spoke, `kobert.runtimes.tf_se
 module keeps the command and the old import path working and imports no framework itself.
 """
 
-from kobert.runtimes.tf_serving_shim import (DEFAULT_SIGNATURE, ROUTE, VERSION, BadRequest, load_signatures, main,
-                                             make_server, predict, serving)
+from kobert.runtimes.tf_serving_shim import (DEFAULT_SIGNATURE, ROUTE, VERSION, BadRequest, Limits, ShimServer,
+                                             load_signatures, main, make_server, predict, serving)
 
-__all__ = ["DEFAULT_SIGNATURE", "ROUTE", "VERSION", "BadRequest", "load_signatures", "main", "make_server",
-           "predict", "serving"]
+__all__ = ["DEFAULT_SIGNATURE", "ROUTE", "VERSION", "BadRequest", "Limits", "ShimServer", "load_signatures", "main",
+           "make_server", "predict", "serving"]
 
 if __name__ == "__main__":
     main()
