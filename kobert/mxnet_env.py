@@ -42,6 +42,10 @@ ENV_VAR = "KOBERT_MXNET_PYTHON"
 MXNET_PIN = "mxnet==1.9.1"
 NUMPY_PIN = "numpy==1.23.5"
 MXNET_REQUIREMENTS = (MXNET_PIN, NUMPY_PIN)
+# Every child process ends within a limit, killed past it: the `import mxnet` probe, and each
+# `kobert setup-mxnet` step (a pip install of mxnet downloads ~50 MB).
+PROBE_TIMEOUT_S = 120
+SETUP_STEP_TIMEOUT_S = 1800
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -99,7 +103,11 @@ def this_interpreter_imports_mxnet() -> bool:
     if not mxnet_in_process():
         return False
     command = MXNetCommand.build(sys.executable, "-c", "import mxnet")
-    return subprocess.run(command.argv, env=command.env, cwd=command.cwd, capture_output=True).returncode == 0
+    try:
+        return subprocess.run(command.argv, env=command.env, cwd=command.cwd, capture_output=True,
+                              timeout=PROBE_TIMEOUT_S).returncode == 0
+    except subprocess.TimeoutExpired:  # killed: an interpreter that hangs on `import mxnet` cannot serve it
+        return False
 
 
 def mxnet_python() -> str:
@@ -220,7 +228,10 @@ def mxnet_module_command(module: str, *args: str | os.PathLike) -> MXNetCommand:
 def _run_setup_step(command: list[str], what: str) -> None:
     # pip's own output goes to the terminal: an install of mxnet takes a while.
     try:
-        code = subprocess.run(command).returncode
+        code = subprocess.run(command, timeout=SETUP_STEP_TIMEOUT_S).returncode
+    except subprocess.TimeoutExpired:
+        raise MXNetSetupError(f"could not {what}: `{' '.join(command)}` did not finish within "
+                              f"{SETUP_STEP_TIMEOUT_S} s and was killed.") from None
     except OSError as e:
         raise MXNetSetupError(f"could not {what} ({command[0]}: {e.strerror}); pass --python with a working python 3.") from None
     if code != 0:

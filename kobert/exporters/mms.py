@@ -62,6 +62,8 @@ MAX_TEXTS_PER_FORWARD = 32
 # How long MMS waits to fill a batch (registration parameter `max_batch_delay`, ms).
 DEFAULT_MAX_BATCH_DELAY_MS = 50
 ARCHIVER_REQUIREMENT = "model-archiver==1.0.3"
+# model-archiver only zips a folder: past this, it hangs, and is killed.
+ARCHIVER_TIMEOUT_S = 600
 
 
 def build(export_dir: Path, out: Path, batch_size: int = 1) -> Path:
@@ -170,7 +172,12 @@ def _run_model_archiver(model_name: str, model_dir: Path, export_path: Path) -> 
                                  "--model-name", model_name, "--model-path", str(model_dir.resolve()),
                                  "--handler", HANDLER_ENTRY, "--runtime", "python",
                                  "--export-path", str(export_path.resolve()))
-    proc = subprocess.run(command.argv, env=command.env, cwd=command.cwd, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(command.argv, env=command.env, cwd=command.cwd, capture_output=True, text=True,
+                              timeout=ARCHIVER_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"model-archiver did not finish within {ARCHIVER_TIMEOUT_S} s and was killed "
+                           f"({command.argv[0]} -m model_archiver.model_packaging)") from None
     if "No module named model_archiver" in proc.stderr:
         raise RuntimeError(f"model-archiver is not installed for {command.argv[0]}: "
                            f"run `{command.argv[0]} -m pip install {ARCHIVER_REQUIREMENT}` (or `bash ci/setup.sh`)")

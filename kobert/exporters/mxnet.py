@@ -21,6 +21,8 @@ from kobert.mxnet_env import mxnet_module_command
 
 ARTIFACT_NAME = "mxnet"
 GLUON_MODULE = "kobert.exporters.mxnet_gluon"
+# A hung MXNet interpreter is killed after this long (a KoBERT-base export takes about a minute).
+EXPORT_TIMEOUT_S = 1800
 
 
 class MXNetExportError(RuntimeError):
@@ -35,7 +37,12 @@ def export(weights: CanonicalWeights, export_dir: Path) -> ExportedArtifact:
     with tempfile.TemporaryDirectory(prefix="canonical-", dir=out_dir.parent) as canonical_dir:
         weights.save(canonical_dir)
         command = mxnet_module_command(GLUON_MODULE, canonical_dir, out_dir)
-        proc = subprocess.run(command.argv, env=command.env, cwd=command.cwd, capture_output=True, text=True)
+        try:
+            proc = subprocess.run(command.argv, env=command.env, cwd=command.cwd, capture_output=True, text=True,
+                                  timeout=EXPORT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise MXNetExportError(f"MXNet export did not finish within {EXPORT_TIMEOUT_S} s and was killed "
+                                   f"({command.argv[0]} -m {GLUON_MODULE})") from None
     if proc.returncode != 0:
         raise MXNetExportError(
             f"MXNet export failed ({command.argv[0]} -m {GLUON_MODULE}, exit code {proc.returncode}):\n"

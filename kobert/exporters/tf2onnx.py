@@ -28,6 +28,8 @@ from kobert.config import INPUT_NAMES
 
 OPSET = 17
 SIGNATURE = "serving_default"
+# A hung converter is killed after this long (KoBERT-base converts in a few minutes on 2 cores).
+CONVERT_TIMEOUT_S = 1800
 
 
 class ConversionError(RuntimeError):
@@ -42,7 +44,12 @@ def convert_savedmodel(savedmodel_dir: Path, onnx_path: Path, opset: int = OPSET
     command = [sys.executable, "-P", "-m", "tf2onnx.convert", "--saved-model", str(savedmodel_dir),
                "--tag", "serve", "--signature_def", SIGNATURE, "--opset", str(opset), "--output", str(onnx_path)]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=onnx_path.parent)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=onnx_path.parent,
+                                timeout=CONVERT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise ConversionError(f"{savedmodel_dir}: tf2onnx did not finish within {CONVERT_TIMEOUT_S} s "
+                              "and was killed") from None
     if result.returncode != 0 or not onnx_path.is_file():
         log = (result.stdout + result.stderr)[-4000:]
         raise ConversionError(f"{savedmodel_dir}: tf2onnx exited with {result.returncode}:\n{log}")

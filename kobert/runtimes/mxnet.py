@@ -35,6 +35,11 @@ def _mxnet_imports_here() -> bool:
     return True
 
 
+# A worker that has not answered after this long (loading KoBERT-base, or one forward) is killed,
+# so no caller waits forever on its pipe holding the worker's lock.
+WORKER_TIMEOUT_S = 600
+
+
 def _stop_worker(process: subprocess.Popen, stderr_file) -> None:
     """End the worker: EOF on its stdin ends its loop; kill it if it does not go."""
     try:
@@ -56,7 +61,8 @@ def _stop_worker(process: subprocess.Popen, stderr_file) -> None:
 class MXNetWorker:
     """One persistent MXNet interpreter serving one model over stdin/stdout."""
 
-    def __init__(self, symbol_file: Path, params_file: Path, input_names: list[str]):
+    def __init__(self, symbol_file: Path, params_file: Path, input_names: list[str],
+                 timeout: float = WORKER_TIMEOUT_S):
         # Absolute paths: the worker runs in its own directory (see kobert.mxnet_env).
         command = mxnet_module_command("kobert.runtimes.mxnet_worker", Path(symbol_file).resolve(),
                                        Path(params_file).resolve(), json.dumps(list(input_names)))
@@ -65,6 +71,7 @@ class MXNetWorker:
         self.process = subprocess.Popen(command.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=self._stderr, env=command.env, cwd=command.cwd)
         self._lock = threading.Lock()
+        self.timeout = timeout
         self.last_forward_seconds: float | None = None
         # Ends the worker when this object is collected, closed, or at interpreter exit.
         self._finalizer = weakref.finalize(self, _stop_worker, self.process, self._stderr)
@@ -82,12 +89,23 @@ class MXNetWorker:
             return ""
 
     def _receive(self) -> dict[str, np.ndarray]:
+        # The watchdog kills a worker that does not answer in time; its pipe then closes and the read ends.
+        hung = threading.Event()
+        watchdog = threading.Timer(self.timeout, lambda: (hung.set(), self.process.kill()))
+        watchdog.daemon = True
+        watchdog.start()
         try:
             reply = mxnet_worker.read_message(self.process.stdout)
         except (EOFError, OSError, ValueError) as e:
             reply, reason = None, str(e)
         else:
             reason = "pipe closed"
+        finally:
+            watchdog.cancel()
+        if hung.is_set():
+            self.process.wait()
+            raise RuntimeError(f"MXNet worker ({self.python}, pid {self.process.pid}) did not answer within "
+                               f"{self.timeout:.0f} s and was killed:\n{self._stderr_tail()}")
         if reply is None:
             code = self.process.poll()
             raise RuntimeError(f"MXNet worker ({self.python}) stopped ({reason}, exit code {code}):\n{self._stderr_tail()}")
