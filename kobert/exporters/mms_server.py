@@ -113,6 +113,13 @@ class LocalModelServer:
         with open(self.log_file, "ab") as log:
             self.process = subprocess.Popen(command, cwd=self.workdir, env=self._env(), stdout=log,
                                             stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            return self._wait_for_ping(timeout)
+        except BaseException:  # `with` never reaches __exit__ when __enter__ fails: end the group here
+            self.stop()
+            raise
+
+    def _wait_for_ping(self, timeout: float) -> "LocalModelServer":
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
