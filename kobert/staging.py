@@ -50,18 +50,29 @@ def staging_folder(out: Path, error: type[Exception] = OSError, what: str = "the
 
 
 def move_into_place(staging: Path, out: Path) -> None:
-    """Swap the finished folder in (unmarked); a previous folder at `out` is removed only after the swap."""
+    """Swap the finished folder in (unmarked); a previous folder at `out` is removed only after the swap.
+
+    If the swap fails, the previous folder is renamed back, unmarked: it never becomes staging that a
+    later write would remove. Killed between the two renames, it stays beside `out`, unmarked, untouched.
+    """
     (staging / STAGING_MARKER).unlink(missing_ok=True)
-    previous = None
-    if out.exists():
-        previous = out.with_name(f".{out.name}.partial-previous-{os.getpid()}")
-        out.rename(previous)
-        # Marked like a staging folder: if we die before removing it, the next write does.
-        (previous / STAGING_MARKER).write_text(str(os.getpid()))
     staging.chmod(0o755)  # mkdtemp made it private
-    staging.rename(out)
-    if previous is not None:
-        shutil.rmtree(previous, ignore_errors=True)
+    if not out.exists():
+        staging.rename(out)
+        return
+    previous = out.with_name(f".{out.name}.partial-previous-{os.getpid()}")
+    out.rename(previous)
+    try:
+        staging.rename(out)
+    except BaseException:
+        previous.rename(out)
+        raise
+    # Marked only now that the new folder is in place: if we die while removing it, the next write does.
+    try:
+        (previous / STAGING_MARKER).write_text(str(os.getpid()))
+    except OSError:
+        pass  # a full disk: removed below all the same
+    shutil.rmtree(previous, ignore_errors=True)
 
 
 def remove_stale_staging(out: Path) -> None:
