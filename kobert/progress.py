@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from contextlib import contextmanager
 
@@ -53,6 +54,12 @@ def quiet_frameworks() -> None:
     registry.quiet_runtimes()
 
 
+# fd 2 belongs to the whole process: every thread that quiets it shares one swap, counted, so
+# the last one out restores the real stderr whatever order the threads leave in.
+_stderr_swap = {"depth": 0, "saved": None}
+_stderr_lock = threading.Lock()
+
+
 @contextmanager
 def native_stderr_quieted():
     """Send C++ start-up logging (fd 2) to /dev/null for a moment, unless --verbose.
@@ -60,16 +67,25 @@ def native_stderr_quieted():
     TensorFlow 2.21 logs its oneDNN notice through absl before logging is set up,
     and TFLite announces its XNNPACK delegate; no environment variable stops
     either. Python exceptions are unaffected: they are raised, not printed.
+    Safe from many threads at once (see `_stderr_swap`).
     """
     if _state["verbose"]:
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
+    with _stderr_lock:
+        if _stderr_swap["depth"] == 0:
+            sys.stderr.flush()
+            saved = os.dup(2)
+            with open(os.devnull, "w") as devnull:
+                os.dup2(devnull.fileno(), 2)
+            _stderr_swap["saved"] = saved
+        _stderr_swap["depth"] += 1
     try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
+        yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+        with _stderr_lock:
+            _stderr_swap["depth"] -= 1
+            if _stderr_swap["depth"] == 0:
+                os.dup2(_stderr_swap["saved"], 2)
+                os.close(_stderr_swap["saved"])
+                _stderr_swap["saved"] = None
