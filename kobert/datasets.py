@@ -7,8 +7,8 @@ examples.
 NSMC files are TSVs with a header `id  document  label`; documents that contain
 `"` are CSV-quoted (as in the official files) and a few are empty. They are read
 from a local directory (`--nsmc-dir`, else $KOBERT_NSMC_DIR, else `nsmc/` in
-the data folder), or downloaded from the dataset's official location when that
-fails and the machine is online.
+the data folder), or downloaded from the dataset's official location (pinned to
+one commit, each file checked by sha256) when that fails and the machine is online.
 
 The other tasks (`read_task`: YNAT, KMOU NER, KorSTS, KorQuAD 1.0) are read from
 the data folder; see TASK_FILES and each reader for the file formats.
@@ -31,8 +31,13 @@ from pathlib import Path
 # kobert.mxnet_env imports only the standard library, and knows whether kobert runs from a checkout.
 from kobert.mxnet_env import checkout_root
 
-NSMC_URL = "https://raw.githubusercontent.com/e9t/nsmc/master/ratings_{split}.txt"
+# Pinned to one commit of the official repository, and checked: a download whose sha256 differs is
+# discarded (the values are the official files', see the data folder's MANIFEST.md).
+NSMC_COMMIT = "cc0670e872d4ac27bfe36c87456783004b39ef6c"
+NSMC_URL = f"https://raw.githubusercontent.com/e9t/nsmc/{NSMC_COMMIT}/ratings_{{split}}.txt"
 NSMC_FILES = {"train": "ratings_train.txt", "test": "ratings_test.txt"}
+NSMC_SHA256 = {"train": "e03b7d14e9e41be8d464a28057cd25d7396c53e67aa7fd5f7e552c59b0ee2940",
+               "test": "8ac9f64052f11dbf6ae0acb5e038f03d90a76f0eda7820cfb3a92d02edfcebda"}
 ID2LABEL = {0: "negative", 1: "positive"}
 DOWNLOAD_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kobert" / "nsmc"
 DATA_DIR_ENV = "KOBERT_DATA_DIR"
@@ -117,24 +122,42 @@ def read_nsmc(path: str | Path, limit: int | None = None) -> LabelledTexts:
 
 
 def download_nsmc(dest: Path | None = None) -> Path:
-    """Fetch ratings_{train,test}.txt from the official e9t/nsmc repository into `dest` (default: DOWNLOAD_CACHE)."""
+    """Fetch ratings_{train,test}.txt from the official e9t/nsmc repository at NSMC_COMMIT into `dest`
+    (default: DOWNLOAD_CACHE), each checked against NSMC_SHA256; a file already there is kept only if it
+    matches. A mismatch is an error and leaves no file behind."""
     dest = Path(dest) if dest is not None else DOWNLOAD_CACHE
     dest.mkdir(parents=True, exist_ok=True)
     for split, name in NSMC_FILES.items():
         target = dest / name
-        if target.is_file():
+        if target.is_file() and _sha256(target) == NSMC_SHA256[split]:
             continue
         url = NSMC_URL.format(split=split)
         tmp = target.with_suffix(".part")
         try:
             with urllib.request.urlopen(url, timeout=30) as response, open(tmp, "wb") as f:
-                f.write(response.read())
+                while chunk := response.read(2**20):
+                    f.write(chunk)
         except OSError as e:
             tmp.unlink(missing_ok=True)
             raise FileNotFoundError(f"NSMC: could not download {url} ({e}); pass --nsmc-dir with "
                                     f"{' and '.join(NSMC_FILES.values())} or set KOBERT_NSMC_DIR") from None
+        got = _sha256(tmp)
+        if got != NSMC_SHA256[split]:
+            tmp.unlink(missing_ok=True)
+            raise ValueError(f"NSMC: {url}: sha256 {got}, expected {NSMC_SHA256[split]}; the download was "
+                             "discarded (pass --nsmc-dir with the official files)")
         os.replace(tmp, target)
     return dest
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(2**20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def locate_nsmc(nsmc_dir: str | Path | None = None) -> Path:
@@ -145,10 +168,10 @@ def locate_nsmc(nsmc_dir: str | Path | None = None) -> Path:
         if missing:
             raise FileNotFoundError(f"{d}: missing NSMC file(s) {', '.join(missing)}")
         return d
-    for d in (default_nsmc_dir(), DOWNLOAD_CACHE):
-        if all((d / n).is_file() for n in NSMC_FILES.values()):
-            return d
-    return download_nsmc()
+    d = default_nsmc_dir()
+    if all((d / n).is_file() for n in NSMC_FILES.values()):
+        return d
+    return download_nsmc()  # the download cache, each file checked (and fetched again if it differs)
 
 
 
