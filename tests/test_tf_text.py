@@ -252,6 +252,7 @@ def post(url: str, body: dict) -> tuple[int, dict]:
 
 
 def test_tf_serving_rest_predict(export_dir, reference):
+    from kobert.tasks import softmax
     from kobert.tf_serving_shim import serving
 
     texts = TEXTS[:3]
@@ -262,13 +263,22 @@ def test_tf_serving_rest_predict(export_dir, reference):
         with urllib.request.urlopen(f"{base}/v1/models/kobert", timeout=30) as response:
             assert json.loads(response.read())["model_version_status"][0]["state"] == "AVAILABLE"
 
-        # row format, bare strings for the one-input serving_default
+        # row format, bare strings for the one-input serving_default: the classification, not the hidden states
         status, body = post(predict, {"instances": texts})
         assert status == 200 and len(body["predictions"]) == len(texts)
         rows = body["predictions"]
-        assert set(rows[0]) == {*want, *want_ids}
+        assert set(rows[0]) == {*want, *want_ids, "probabilities", "label"} - {"last_hidden_state"}
         np.testing.assert_allclose([row["logits"] for row in rows], want["logits"], atol=ATOL)
+        np.testing.assert_allclose([row["probabilities"] for row in rows], softmax(want["logits"]), atol=ATOL)
+        assert [row["label"] for row in rows] == [reference.config.label_names[i] for i in want["logits"].argmax(-1)]
         np.testing.assert_array_equal([row["input_ids"] for row in rows], want_ids["input_ids"])
+
+        # the per-token hidden states when asked for
+        status, body = post(predict, {"instances": texts[:1], "output_filter": ["last_hidden_state"]})
+        assert status == 200 and set(body["predictions"][0]) == {"last_hidden_state"}
+        length = int(want_ids["attention_mask"][0].sum())
+        np.testing.assert_allclose(np.asarray(body["predictions"][0]["last_hidden_state"])[:length],
+                                   want["last_hidden_state"][0][:length], atol=ATOL)
 
         # row format, named inputs, the pair signature, on a versioned URL
         firsts, seconds = [a for a, _ in PAIRS[:2]], [b for _, b in PAIRS[:2]]
@@ -293,6 +303,9 @@ def test_tf_serving_rest_predict(export_dir, reference):
         assert status == 400 and "several inputs" in body["error"]
         status, _ = post(f"{base}/v1/models/other:predict", {"instances": texts})
         assert status == 404
+        status, body = post(predict, {"signature_name": "serving_ids", "instances": [
+            {"input_ids": [2, 10 ** 6, 3], "attention_mask": [1, 1, 1], "token_type_ids": [0, 0, 0]}]})
+        assert status == 400 and "is not in [0, " in body["error"], body  # the op's words, not "Graph execution error:"
 
 
 # --- 1,000 NSMC reviews through the text signature ---------------------------------------------------
