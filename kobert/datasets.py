@@ -86,27 +86,26 @@ def read_labelled_tsv(path: str | Path, limit: int | None = None) -> LabelledTex
     they are. Empty texts are kept as ""."""
     path = Path(path)
     texts, labels = [], []
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.reader(f, delimiter="\t")
-            header = [h.strip().lower() for h in next(reader, [])]
+    header = text_column = label_column = None
+    for number, row in _tsv_rows(path):
+        if header is None:
+            header = [h.strip().lower() for h in row]
             text_column = next((header.index(c) for c in TEXT_COLUMNS if c in header), None)
             if text_column is None or "label" not in header:
                 raise ValueError(f"{path}: expected a header with a text column ({', '.join(TEXT_COLUMNS)}) "
                                  f"and a label column, got {header}")
             label_column = header.index("label")
-            for row in reader:
-                if limit is not None and len(texts) >= limit:
-                    break
-                if not row:
-                    continue
-                try:
-                    labels.append(int(row[label_column]))
-                except (IndexError, ValueError):
-                    raise ValueError(f"{path}:{reader.line_num}: label is not an integer: {row!r}") from None
-                texts.append(row[text_column] if text_column < len(row) else "")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not valid UTF-8 (byte {e.start} of a read block)") from None
+            continue
+        if limit is not None and len(texts) >= limit:
+            break
+        if not row:
+            continue
+        _check_fields(path, number, row, header)
+        try:
+            labels.append(int(row[label_column]))
+        except ValueError:
+            raise ValueError(f"{path}:{number}: label is not an integer: {row!r}") from None
+        texts.append(row[text_column])
     if not texts:
         raise ValueError(f"{path}: no labelled rows")
     return LabelledTexts(texts, labels, str(path))
@@ -216,11 +215,35 @@ def task_file(task: str, split: str, data_dir: str | Path | None = None) -> Path
 
 
 def _tsv_rows(path: Path, quoting: int = csv.QUOTE_MINIMAL):
+    """(line number where the row starts, row) of a TSV. A quote left open, or a quoted field that runs
+    over lines (a stray newline), is a ValueError naming the file and the line: the official files
+    have neither, and accepting them merges the rows that follow into one example."""
     try:
         with open(path, newline="", encoding="utf-8") as f:
-            yield from enumerate(csv.reader(f, delimiter="\t", quoting=quoting), start=1)
+            reader = csv.reader(f, delimiter="\t", quoting=quoting, strict=True)
+            start = 1
+            while True:
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as e:
+                    reason = ("a quote opened on this line is never closed" if "end of data" in str(e) else
+                              f"a stray or unbalanced quote ({str(e).replace(chr(9), 'TAB')})")
+                    raise ValueError(f"{path}:{start}: {reason}") from None
+                if reader.line_num > start or any("\n" in field or "\r" in field for field in row):
+                    raise ValueError(f"{path}:{start}: a quoted field runs over lines {start}-{reader.line_num} "
+                                     "(a quote left open, or a newline inside a text?)")
+                yield start, row
+                start = reader.line_num + 1
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not valid UTF-8 (byte {e.start} of a read block)") from None
+
+
+def _check_fields(path: Path, number: int, row: list[str], header: list[str]) -> None:
+    if len(row) != len(header):
+        raise ValueError(f"{path}:{number}: expected {len(header)} tab-separated fields ({', '.join(header)}), "
+                         f"got {len(row)}")
 
 
 def read_ynat(path: str | Path, limit: int | None = None) -> LabelledTexts:
@@ -321,6 +344,7 @@ def read_korsts(path: str | Path, limit: int | None = None) -> ScoredPairs:
             break
         if not row:
             continue
+        _check_fields(path, number, row, header)
         fields = dict(zip(header, row))
         try:
             scores.append(float(fields["score"]))
