@@ -223,6 +223,37 @@ def init_checkpoint(config: KoBertConfig, out: str | Path, seed: int = 0) -> Pat
     return Path(out)
 
 
+# `kobert init` leaves this file beside the checkpoint, so a later `kobert init --force` knows the
+# folder for its own output (and nothing else).
+INIT_MARKER = ".kobert-init"
+INIT_FILES = {INIT_MARKER, "config.json", "model.safetensors"}
+
+
+def init_checkpoint_folder(config: KoBertConfig, out: str | Path, seed: int = 0, force: bool = False) -> Path:
+    """`kobert init`: `init_checkpoint` into `out`, which must be new, empty, or (with `force`) an earlier
+    `kobert init` output. Written whole beside `out` and swapped in: a refused or failed write leaves
+    `out` as it was."""
+    from kobert.staging import move_into_place, staging_folder
+
+    out = Path(out).absolute()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise ValueError(f"{out}: exists and is not empty (--force replaces an earlier `kobert init` output)")
+        found = {p.name for p in out.iterdir()}
+        if INIT_MARKER not in found or not found <= INIT_FILES:
+            extra = sorted(found - INIT_FILES)
+            what = f"it holds {', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''}" if extra else f"no {INIT_MARKER}"
+            raise ValueError(f"{out}: not an earlier `kobert init` output ({what}); --force replaces only that, "
+                             "so it was left untouched")
+    with staging_folder(out, ValueError, "the checkpoint") as staging:
+        init_checkpoint(config, staging, seed=seed)
+        (staging / INIT_MARKER).write_text(f"kobert init, seed {seed}\n", encoding="utf-8")
+        move_into_place(staging, out)
+    return out
+
+
 def save_hf_checkpoint(weights: CanonicalWeights, out: str | Path) -> Path:
     """config.json + model.safetensors, loadable with plain transformers `AutoModel...from_pretrained`."""
     from safetensors.numpy import save_file

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from kobert import __version__
 
+from kobert.arguments import positive_int
 from kobert.canonical import CheckpointError
 from kobert.config import HEADS, PRESETS
 
@@ -39,13 +40,13 @@ def cmd_tokenize(args) -> int:
 
 
 def cmd_init(args) -> int:
-    from kobert.checkpoint import init_checkpoint
+    from kobert.checkpoint import init_checkpoint_folder
     from kobert.config import preset
 
     head = args.head or ("sequence_classification" if args.num_labels else "none")
     num_labels = args.num_labels or (2 if head != "none" else 0)
     config = preset(args.preset).with_head(head, num_labels)
-    out = init_checkpoint(config, args.out, seed=args.seed)
+    out = init_checkpoint_folder(config, args.out, seed=args.seed, force=args.force)
     print(f"wrote {args.preset} checkpoint ({head}, {num_labels} labels, seed {args.seed}) to {out}")
     return 0
 
@@ -370,10 +371,26 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def check_export_head(export_dir: str, task: str) -> None:
+    """An export of another task's model is one clear error, before any data is read or runtime loaded."""
+    from kobert.config import KoBertConfig
+    from kobert.evaluate import check_head
+    from kobert.runtimes.base import read_manifest
+
+    config = KoBertConfig.from_hf_dict(read_manifest(export_dir).get("config"), source=f"{export_dir}/manifest.json")
+    try:
+        check_head(task, config)
+        if task == "nsmc" and config.num_labels != 2:
+            raise ValueError(f"nsmc needs 2 labels; this model has {config.num_labels}")
+    except ValueError as e:
+        raise ValueError(f"{export_dir}: {e} (an export of another task's model?)") from None
+
+
 def cmd_eval_nsmc(args) -> int:
     from kobert.datasets import locate_nsmc, read_nsmc
     from kobert.evaluate import evaluate_export, table
 
+    check_export_head(args.dir, "nsmc")
     test = read_nsmc(locate_nsmc(args.nsmc_dir) / "ratings_test.txt", limit=args.limit)
     results = evaluate_export(args.dir, test.texts, test.labels, batch_size=args.batch_size)
     print(table(results, len(test)))
@@ -386,6 +403,7 @@ def cmd_eval_task(args) -> int:
     from kobert.datasets import read_task
     from kobert.evaluate import evaluate_task, task_table
 
+    check_export_head(args.dir, args.eval_command)
     data = read_task(args.eval_command, "eval", args.data_dir, args.limit)
     results = evaluate_task(args.dir, args.eval_command, data, batch_size=args.batch_size)
     print(task_table(args.eval_command, results, len(data)))
@@ -434,6 +452,8 @@ def _add_init(commands) -> None:
     p.add_argument("--head", choices=list(HEADS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
+    p.add_argument("--force", action="store_true",
+                   help="replace an earlier `kobert init` output at --out; any other non-empty folder is refused")
     p.set_defaults(func=cmd_init)
 
 
@@ -578,16 +598,6 @@ def _add_demo(commands) -> None:
 # `kobert --help` lists the commands in this order; the training commands follow.
 COMMANDS = (_add_tokenize, _add_init, _add_inspect, _add_tokenizer, _add_export, _add_parity, _add_run, _add_package,
             _add_bench, _add_eval, _add_setup_mxnet, _add_demo)
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def add_noise_options(parser: argparse.ArgumentParser, argparse_default=argparse.SUPPRESS) -> None:

@@ -8,8 +8,10 @@ at the destination.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +36,27 @@ class ParityFailure(ExportError):
     def __init__(self, report: ParityReport):
         self.report = report
         super().__init__("parity failed:\n  " + "\n  ".join(report.failures))
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether a write failed for want of space, whatever the framework calls that: OSError ENOSPC or
+    EDQUOT, safetensors' SafetensorError (StorageFull), TensorFlow's ResourceExhaustedError."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return any(sign in str(error) for sign in ("No space left on device", "Disk quota exceeded", "StorageFull"))
+
+
+@contextmanager
+def writing(what: str, folder: Path):
+    """A full disk while writing `what` into `folder` becomes one ExportError naming both."""
+    try:
+        yield
+    except ExportError:
+        raise
+    except Exception as e:
+        if not disk_full(e):
+            raise
+        raise ExportError(f"{folder}: no space left on device while writing {what}; nothing was exported") from None
 
 
 @dataclass
@@ -255,14 +278,15 @@ def export(src: str | Path, out: str | Path, targets: str | list[str] | None = N
             raise ExportError(f"--eval-set {eval_set.task}: {e}") from None
     tokenizer_path = find_tokenizer(loaded.path, tokenizer)
 
-    with staging_folder(out, ExportError, "the export") as staging:
+    with writing("the export", out.parent), staging_folder(out, ExportError, "the export") as staging:
         manifest = _build(loaded, staging, targets, tokenizer_path)
         say("parity: every artifact against the transformers reference")
         report = check_parity(staging, manifest, tolerance, eval_set)
         for name, parity in report.artifacts.items():
             manifest["artifacts"][name]["parity"] = parity.to_dict()
-        write_json(staging / "manifest.json", manifest)
-        write_json(staging / "parity.json", report.to_dict())
+        with writing("manifest.json and parity.json", out.parent):
+            write_json(staging / "manifest.json", manifest)
+            write_json(staging / "parity.json", report.to_dict())
         if not report.passed:
             raise ParityFailure(report)
         move_into_place(staging, out)
@@ -300,7 +324,8 @@ def is_kobert_export(folder: Path) -> bool:
 
 def _build(loaded: LoadedCheckpoint, staging: Path, targets: list[str], tokenizer_path: Path | None) -> dict:
     weights = loaded.weights
-    save_hf_checkpoint(weights, staging / "reference")
+    with writing("the reference checkpoint", staging.parent):
+        save_hf_checkpoint(weights, staging / "reference")
     manifest = {
         "source": loaded.source,
         "tokenizer": None,
@@ -311,13 +336,15 @@ def _build(loaded: LoadedCheckpoint, staging: Path, targets: list[str], tokenize
         "artifacts": {},
     }
     if tokenizer_path is not None:
-        _write_tokenizer(tokenizer_path, staging / "tokenizer", weights.config.vocab_size)
+        with writing("the tokenizer", staging.parent):
+            _write_tokenizer(tokenizer_path, staging / "tokenizer", weights.config.vocab_size)
         manifest["tokenizer"] = "tokenizer"
         manifest["tokenizer_sha256"] = sha256_tree(staging, "tokenizer")
     order = registry.build_order(targets)
     for number, name in enumerate(order, start=1):
         say(f"export {number}/{len(order)}: {name}")
-        artifact = registry.target(name).load_exporter().export(weights, staging)
+        with writing(f"the {name} artifact", staging.parent):
+            artifact = registry.target(name).load_exporter().export(weights, staging)
         if name in targets:
             entry = artifact.manifest_entry()
             entry["sha256"] = {k: v for f in artifact.files for k, v in sha256_tree(staging, f).items()}
@@ -325,7 +352,8 @@ def _build(loaded: LoadedCheckpoint, staging: Path, targets: list[str], tokenize
     for name in set(order) - set(targets):  # built only as another's input
         shutil.rmtree(staging / name, ignore_errors=True)
     # Runtimes read manifest.json, so a provisional one is written before parity.
-    write_json(staging / "manifest.json", manifest)
+    with writing("manifest.json", staging.parent):
+        write_json(staging / "manifest.json", manifest)
     return manifest
 
 

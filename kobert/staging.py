@@ -39,9 +39,10 @@ def staging_folder(out: Path, error: type[Exception] = OSError, what: str = "the
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     except OSError as e:
         raise error(f"{out.parent}: cannot create {what} there ({e.strerror or e})") from None
-    (staging / STAGING_MARKER).write_text(str(os.getpid()))
-    previous_handler = _exit_on_sigterm()
+    previous_handler = None
     try:
+        (staging / STAGING_MARKER).write_text(str(os.getpid()))  # inside: a full disk leaves no folder either
+        previous_handler = _exit_on_sigterm()
         yield staging
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -13,6 +13,8 @@ import json
 import sys
 from pathlib import Path
 
+from kobert.arguments import positive_float, positive_int
+
 
 def cmd_shards(args) -> int:
     from kobert.training.corpus import build_shards
@@ -178,10 +180,10 @@ def _add_finetune(commands) -> None:
     t.add_argument("--out", required=True)
     t.add_argument("--nsmc-dir", default=None, help="dir with ratings_{train,test}.txt "
                    "(default: $KOBERT_NSMC_DIR, ../shared/data/nsmc, else download)")
-    t.add_argument("--epochs", type=int, default=2)
-    t.add_argument("--max-length", type=int, default=128)
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, default=5e-5)
+    t.add_argument("--epochs", type=positive_int, default=2)
+    t.add_argument("--max-length", type=positive_int, default=128)
+    t.add_argument("--batch-size", type=positive_int, default=32)
+    t.add_argument("--lr", type=positive_float, default=5e-5)
     t.add_argument("--limit", type=int, default=None, help="use only the first N train and N test reviews")
     t.add_argument("--train-limit", type=int, default=None,
                    help="use only the first N train reviews, still evaluating on the whole test set")
@@ -201,13 +203,13 @@ def _add_finetune(commands) -> None:
         t.add_argument("--out", required=True, help="run folder: model, eval.json, log.csv, loss.png, checkpoints/")
         t.add_argument("--data-dir", default=None, help="the shared data folder (default: $KOBERT_DATA_DIR, "
                        "else ../shared/data next to the repository)")
-        t.add_argument("--epochs", type=int, default=2)
-        t.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
-        t.add_argument("--max-length", type=int, default=384 if name == "qa" else 128,
+        t.add_argument("--epochs", type=positive_int, default=2)
+        t.add_argument("--max-steps", type=positive_int, default=None, help="stop after N optimizer steps")
+        t.add_argument("--max-length", type=positive_int, default=384 if name == "qa" else 128,
                        help="tokens per text" + (" window (question included)" if name == "qa" else ""))
         t.add_argument("--doc-stride", type=int, default=128, help="QA: overlap of a long context's windows, in tokens")
-        t.add_argument("--batch-size", type=int, default=32)
-        t.add_argument("--lr", type=float, default=5e-5)
+        t.add_argument("--batch-size", type=positive_int, default=32)
+        t.add_argument("--lr", type=positive_float, default=5e-5)
         t.add_argument("--limit", type=int, default=None, help="use only the first N train and N eval examples")
         t.add_argument("--train-limit", type=int, default=None, help="use only the first N train examples")
         t.add_argument("--seed", type=int, default=0)
