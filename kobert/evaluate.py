@@ -98,6 +98,13 @@ TASK_HEADS = {"nsmc": "sequence_classification", "ynat": "sequence_classificatio
               "ner": "token_classification", "sts": "sequence_classification", "qa": "question_answering"}
 # Regression scores (STS) count as the same prediction as torch's within this much.
 SCORE_AGREEMENT = 1e-3
+# `kobert eval qa` (and fine-tuning's score, and the int8 task gate) scores the answer's own tokens,
+# not the pipeline's default of widening it to whole whitespace words (`kobert run`, `rt.answer`).
+# A Korean word carries its particles: gold "세종대왕" sits in "세종대왕이", so word alignment turns
+# a right answer into an EM miss and dilutes F1. Token spans are also what fine-tuning trains
+# (kobert.tasks.answer_tokens) and what SQuAD-style evaluation reads (offset mappings).
+# Not yet measured both ways on KorQuAD: see benchmarks/korquad_alignment.py.
+QA_ALIGN_TO_WORDS = False
 
 
 @dataclass
@@ -131,7 +138,8 @@ def predict_task(task: str, runtime, data, batch_size: int = 64):
         return list(ner_tags(runtime, data, batch_size))
     if task == "qa":
         rows = ((e.question, e.context) for e in data)
-        return [answer for _, answer in tasks.iter_answers(runtime, rows, batch_size=batch_size)]
+        answers = tasks.iter_answers(runtime, rows, batch_size=batch_size, align_to_words=QA_ALIGN_TO_WORDS)
+        return [answer for _, answer in answers]
     raise ValueError(f"unknown task {task!r}")
 
 

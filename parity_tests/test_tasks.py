@@ -9,9 +9,12 @@ exported to every fp32 target in the registry; `entities`, `answer`, `classify`
 and `similarity` of every runtime are compared with transformers on the export's
 own `reference/` checkpoint:
 
-- token and sequence classification: transformers 5 pipelines (this venv);
+- token and sequence classification: transformers 5 pipelines (this venv), entities
+  with every `aggregation_strategy` ("none", "simple", "first", "average", "max");
 - question answering: transformers 4.57's pipeline (5 removed it), run in the
-  `.venv-hf4` venv in a subprocess (ci/setup.sh creates it; skipped without it).
+  `.venv-hf4` venv in a subprocess (ci/setup.sh creates it; skipped without it),
+  with its default `align_to_words=True` (answers widened to whitespace words, also
+  what `kobert run --output answer` prints) and with False.
 
 Same labels, spans, words and offsets; scores within 1e-4.
 """
@@ -77,6 +80,8 @@ QA_ROWS = [
 ]
 QA_OPTIONS = [dict(doc_stride=32, max_seq_len=96, max_answer_len=15),
               dict(doc_stride=128, max_seq_len=384, max_answer_len=30)]
+ALIGNMENTS = (True, False)  # True: the pipeline's default, asked for by leaving the option out
+AGGREGATIONS = ("none", "simple", "first", "average", "max")
 
 
 def head_checkpoint(config: KoBertConfig, out: Path, seed: int, head_weight: str, head_bias: str,
@@ -132,14 +137,28 @@ def ner_export(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def ner_reference(ner_export) -> list[list[dict]]:
+def ner_references(ner_export) -> dict[str, list[list[dict]]]:
+    """aggregation strategy -> the pipeline's entities per text."""
+    import warnings
+
     model = transformers.AutoModelForTokenClassification.from_pretrained(str(ner_export / "reference"))
-    pipe = transformers.pipeline("token-classification", model=model, tokenizer=transformers_tokenizer(ner_export),
-                                 aggregation_strategy="simple", device="cpu")
-    return plain(pipe(TEXTS + [LONG_CONTEXT * 3]))  # the last is cut at 512 tokens, as the pipeline cuts it
+    tokenizer = transformers_tokenizer(ner_export)
+    found = {}
+    for aggregation in AGGREGATIONS:
+        pipe = transformers.pipeline("token-classification", model=model, tokenizer=tokenizer,
+                                     aggregation_strategy=aggregation, device="cpu")
+        with warnings.catch_warnings():  # "Tokenizer does not support real words, using fallback heuristic"
+            warnings.simplefilter("ignore", UserWarning)
+            found[aggregation] = plain(pipe(TEXTS + [LONG_CONTEXT * 3]))  # the last is cut at 512 tokens
+    return found
 
 
-def test_the_token_classifier_exercises_every_grouping_rule(ner_reference):
+@pytest.fixture(scope="module")
+def ner_reference(ner_references) -> list[list[dict]]:
+    return ner_references["simple"]
+
+
+def test_the_token_classifier_exercises_every_grouping_rule(ner_reference, ner_references):
     entities = [e for row in ner_reference for e in row]
     assert len(entities) > 30
     assert {e["entity_group"] for e in entities} == {"PS", "LC", "OG", "DT", "TI"}
@@ -148,18 +167,25 @@ def test_the_token_classifier_exercises_every_grouping_rule(ner_reference):
                              for row in ner_reference for a, b in zip(row, row[1:]))
     assert adjacent_same_type, "no entity split from its neighbour by a B- label"
     assert any(word in e["word"] for e in ner_reference[5] for word in ("䷀", "ꙮ", "쀍", "뷁")), "no [UNK] word"
+    # Word strategies group tokens into words first: they must find other entities than "simple".
+    for aggregation in ("first", "average", "max"):
+        assert ner_references[aggregation] != ner_reference, f"{aggregation} found what simple found"
+    assert len({json.dumps(ner_references[a]) for a in ("first", "average", "max")}) == 3
 
 
 @pytest.mark.parametrize("runtime,artifact", FP32_RUNS, ids=RUN_IDS)
-def test_entities_equal_the_token_classification_pipeline(ner_export, ner_reference, runtime, artifact):
+def test_entities_equal_the_token_classification_pipeline(ner_export, ner_references, runtime, artifact):
     with runtimes.load(ner_export, runtime=runtime, artifact=artifact) as rt:
-        got = rt.entities(TEXTS + [LONG_CONTEXT * 3], batch_size=3)
-    assert len(got) == len(ner_reference)
-    for number, (row, want_row) in enumerate(zip(got, ner_reference)):
-        where = f"{artifact or runtime} text {number}"
-        assert len(row) == len(want_row), f"{where}: {len(row)} entities, the pipeline found {len(want_row)}"
-        for entity, want in zip(row, want_row):
-            assert_same(entity, want, ("entity_group", "word", "start", "end"), where)
+        for aggregation, reference in ner_references.items():
+            got = rt.entities(TEXTS + [LONG_CONTEXT * 3], batch_size=3, aggregation=aggregation)
+            assert len(got) == len(reference)
+            keys = ("entity", "index", "word", "start", "end") if aggregation == "none" else \
+                ("entity_group", "word", "start", "end")
+            for number, (row, want_row) in enumerate(zip(got, reference)):
+                where = f"{artifact or runtime} {aggregation} text {number}"
+                assert len(row) == len(want_row), f"{where}: {len(row)} entities, the pipeline found {len(want_row)}"
+                for entity, want in zip(row, want_row):
+                    assert_same(entity, want, keys, where)
 
 
 # --- question answering --------------------------------------------------------------------
@@ -185,40 +211,66 @@ def transformers_4_tokenizer_dir(export_dir: Path, into: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def qa_reference(qa_export, tmp_path_factory) -> list[list[dict]]:
+def qa_references(qa_export, tmp_path_factory) -> dict[bool, list[list[dict]]]:
+    """align_to_words -> the pipeline's answers, per QA_OPTIONS, per row."""
     if not HF4_PYTHON.is_file():
         pytest.skip(f"{HF4_PYTHON}: no transformers 4.57 venv (ci/setup.sh creates .venv-hf4)")
     tokenizer = transformers_4_tokenizer_dir(qa_export, tmp_path_factory.mktemp("hf4"))
-    # Our offsets are token offsets: see kobert.tasks.best_answer for why align_to_words is off.
-    jobs = [{"rows": QA_ROWS, "options": {**options, "align_to_words": False}} for options in QA_OPTIONS]
+    jobs = [{"rows": QA_ROWS, "options": options if align else {**options, "align_to_words": False}}
+            for align in ALIGNMENTS for options in QA_OPTIONS]
     request = {"model": str(qa_export / "reference"), "tokenizer": str(tokenizer), "jobs": jobs}
     clean_env = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp"), "HF_HUB_OFFLINE": "1",
                  "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     done = subprocess.run([str(HF4_PYTHON), str(Path(__file__).with_name("hf4_question_answering.py"))],
                           input=json.dumps(request, ensure_ascii=False), capture_output=True, text=True,
-                          env=clean_env, timeout=300)
+                          env=clean_env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     reply = json.loads(done.stdout)
     assert reply["transformers"].startswith("4.57."), reply["transformers"]
-    return reply["answers"]
+    answers = iter(reply["answers"])
+    return {align: [next(answers) for _ in QA_OPTIONS] for align in ALIGNMENTS}
 
 
-def test_the_qa_head_answers_from_later_windows(qa_reference):
+@pytest.fixture(scope="module")
+def qa_reference(qa_references) -> list[list[dict]]:
+    return qa_references[True]
+
+
+def test_the_qa_head_answers_from_later_windows(qa_references):
     first_window_chars = 96 * 1.5  # far fewer characters than a 96-token window's context holds
-    assert any(a["start"] > first_window_chars for a in qa_reference[0]), "every answer is in the first window"
-    assert all(a["answer"] for answers in qa_reference for a in answers)
+    for answers in qa_references.values():
+        assert any(a["start"] > first_window_chars for a in answers[0]), "every answer is in the first window"
+        assert all(a["answer"] for rows in answers for a in rows)
+
+
+def test_word_alignment_answers_whole_words(qa_references):
+    """The tokenizer has words: aligned answers are whole whitespace words, and not the whole context."""
+    contexts = [c for _, c in QA_ROWS]
+    widened = 0
+    for options, words, tokens in zip(QA_OPTIONS, qa_references[True], qa_references[False]):
+        for number, (word, token) in enumerate(zip(words, tokens)):
+            context, start, end = contexts[number], word["start"], word["end"]
+            assert start == 0 or context[start].isspace() or context[start - 1].isspace(), word
+            assert end == len(context) or context[end].isspace(), word
+            # A span of at most max_answer_len tokens touches at most that many words (one word per
+            # context, as with Metaspace split=False, answered with the whole window).
+            assert len(word["answer"].split()) <= options["max_answer_len"], word
+            widened += word["answer"] != token["answer"]
+    assert widened, "no answer changed with align_to_words: the test would not tell the options apart"
 
 
 @pytest.mark.parametrize("runtime,artifact", FP32_RUNS, ids=RUN_IDS)
-def test_answers_equal_the_question_answering_pipeline(qa_export, qa_reference, runtime, artifact):
+def test_answers_equal_the_question_answering_pipeline(qa_export, qa_references, runtime, artifact):
     questions, contexts = [q for q, _ in QA_ROWS], [c for _, c in QA_ROWS]
     with runtimes.load(qa_export, runtime=runtime, artifact=artifact) as rt:
-        for options, want_answers in zip(QA_OPTIONS, qa_reference):
-            got = rt.answer(questions, contexts, batch_size=4, **options)
-            for number, (answer, want) in enumerate(zip(got, want_answers, strict=True)):
-                where = f"{artifact or runtime} {options} question {number}"
-                assert_same(answer, want, ("answer", "start", "end"), where)
-                assert answer["answer"] == contexts[number][answer["start"]:answer["end"]]
+        for align, reference in qa_references.items():
+            for options, want_answers in zip(QA_OPTIONS, reference):
+                # The default is the pipeline's: align_to_words=True is asked for by leaving it out.
+                got = rt.answer(questions, contexts, batch_size=4, **options, **({} if align else {"align_to_words": False}))
+                for number, (answer, want) in enumerate(zip(got, want_answers, strict=True)):
+                    where = f"{artifact or runtime} {options} align_to_words={align} question {number}"
+                    assert_same(answer, want, ("answer", "start", "end"), where)
+                    assert answer["answer"] == contexts[number][answer["start"]:answer["end"]]
 
 
 # --- sequence classification and similarity ---------------------------------------------------
@@ -362,6 +414,23 @@ def test_kobert_run_prints_labels_entities_and_answers(capsys, tmp_path, classif
     rows = run_cli(capsys, "run", str(qa_export), "--runtime", "onnx", "--output", "answer",
                    "--question", questions[0], "--", *contexts[2:4])
     assert [{k: r[k] for k in ("answer", "score", "start", "end")} for r in rows] == want_one
+
+
+def test_kobert_run_answers_as_the_pipeline_default(capsys, tmp_path, qa_export, qa_reference):
+    """`kobert run --output answer` aligns to words, as the pipeline does by default."""
+    rows_file = tmp_path / "qa.tsv"
+    rows_file.write_text("".join(f"{q}\t{c}\n" for q, c in QA_ROWS), encoding="utf-8")
+    rows = run_cli(capsys, "run", str(qa_export), "--runtime", "onnx", "--output", "answer", "--input", str(rows_file))
+    assert QA_OPTIONS[1] == dict(doc_stride=128, max_seq_len=384, max_answer_len=30)  # kobert run's settings
+    for number, (row, want) in enumerate(zip(rows, qa_reference[1], strict=True)):
+        got = {k: row[k] for k in ("answer", "score", "start", "end")}
+        assert_same(got, want, ("answer", "start", "end"), f"kobert run question {number}")
+
+
+def test_an_unknown_aggregation_is_one_clear_error(ner_export):
+    with runtimes.load(ner_export, runtime="onnx") as rt:
+        with pytest.raises(ValueError, match="aggregation 'mean': expected one of none, simple, first, average, max"):
+            rt.entities(["홍길동"], aggregation="mean")
 
 
 def test_kobert_run_answer_without_a_tab_is_one_clear_error(capsys, qa_export):

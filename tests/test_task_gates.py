@@ -18,7 +18,7 @@ from kobert import parity, runtimes
 from kobert.checkpoint import init_checkpoint, load_checkpoint, shipped
 from kobert.config import KoBertConfig
 from kobert.datasets import NER_LABELS, YNAT_LABELS, read_task, read_task_file
-from kobert.evaluate import GATED_METRICS, predict_task, score
+from kobert.evaluate import GATED_METRICS, QA_ALIGN_TO_WORDS, predict_task, score
 from kobert.export import ExportError, ParityFailure, export
 from kobert.metrics import strict_entities
 
@@ -63,7 +63,7 @@ def write_eval_set(task: str, checkpoint, path) -> None:
         path.write_text("\n".join(rows), encoding="utf-8")
     elif task == "qa":
         questions, contexts = TEXTS[:8], [" ".join(TEXTS[i:i + 6]) for i in range(8)]
-        answers = rt.answer(questions, contexts)
+        answers = rt.answer(questions, contexts, align_to_words=QA_ALIGN_TO_WORDS)  # as the gate answers
         paragraphs = [{"context": c, "qas": [{"id": str(i), "question": q,
                                                "answers": [{"text": a["answer"], "answer_start": a["start"]}]}]}
                       for i, (q, c, a) in enumerate(zip(questions, contexts, answers))]

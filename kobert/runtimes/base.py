@@ -278,25 +278,30 @@ class Runtime:
         rows = tasks.iter_labels(self, _texts(texts), None if pairs is None else _texts(pairs), batch_size)
         return [label for _, label in rows]
 
-    def entities(self, texts: Iterable[str], batch_size: int = DEFAULT_BATCH_SIZE) -> list[list[dict]]:
+    def entities(self, texts: Iterable[str], batch_size: int = DEFAULT_BATCH_SIZE,
+                 aggregation: str = "simple") -> list[list[dict]]:
         """Per text, its entities {"entity_group", "score", "word", "start", "end"} (character
         offsets into the text), as transformers' token-classification pipeline with
-        aggregation_strategy="simple"."""
+        aggregation_strategy=`aggregation`: "simple" (the default here; the pipeline's own
+        default "none" gives one {"entity", "score", "index", ...} per token), "first",
+        "average", "max" or "none" (see kobert.tasks.token_entities)."""
         from kobert import tasks
 
-        return [entities for _, entities in tasks.iter_entities(self, _texts(texts), batch_size)]
+        rows = tasks.iter_entities(self, _texts(texts), batch_size, aggregation=aggregation)
+        return [entities for _, entities in rows]
 
     def answer(self, questions: Iterable[str], contexts: Iterable[str], doc_stride: int = 128,
                max_answer_len: int = 30, max_seq_len: int = 384,
-               batch_size: int = DEFAULT_BATCH_SIZE) -> list[dict]:
+               batch_size: int = DEFAULT_BATCH_SIZE, align_to_words: bool = True) -> list[dict]:
         """{"answer", "score", "start", "end"} per (question, context), long contexts read in
-        windows overlapping by `doc_stride`, as transformers' question-answering pipeline
-        (token offsets: see kobert.tasks.best_answer)."""
+        windows overlapping by `doc_stride`, as transformers' question-answering pipeline:
+        `align_to_words` (its default) widens an answer to whole whitespace words, False keeps
+        the tokens' offsets (see kobert.tasks.best_answer)."""
         from kobert import tasks
 
         rows = tasks.paired(_texts(questions), _texts(contexts), ("questions", "contexts"))
         answers = tasks.iter_answers(self, rows, doc_stride=doc_stride, max_answer_len=max_answer_len,
-                                     max_seq_len=max_seq_len, batch_size=batch_size)
+                                     max_seq_len=max_seq_len, batch_size=batch_size, align_to_words=align_to_words)
         return [answer for _, answer in answers]
 
     def similarity(self, a: Iterable[str], b: Iterable[str], pooling: str = "mean",
