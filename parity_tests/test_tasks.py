@@ -266,7 +266,8 @@ def test_answers_equal_the_question_answering_pipeline(qa_export, qa_references,
         for align, reference in qa_references.items():
             for options, want_answers in zip(QA_OPTIONS, reference):
                 # The default is the pipeline's: align_to_words=True is asked for by leaving it out.
-                got = rt.answer(questions, contexts, batch_size=4, **options, **({} if align else {"align_to_words": False}))
+                alignment = {} if align else {"align_to_words": False}
+                got = rt.answer(questions, contexts, batch_size=4, **options, **alignment)
                 for number, (answer, want) in enumerate(zip(got, want_answers, strict=True)):
                     where = f"{artifact or runtime} {options} align_to_words={align} question {number}"
                     assert_same(answer, want, ("answer", "start", "end"), where)
