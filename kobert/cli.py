@@ -231,7 +231,7 @@ def run_rows(runtime, texts: Iterable[str], output: str, pooling: str, batch_siz
 
 def question_rows(texts: Iterable[str], question: str | None) -> Iterator[tuple[str, str]]:
     """(question, context) per text: `question` with each text, or each text split at its first TAB."""
-    for number, text in enumerate(texts, start=1):
+    for number, text in enumerate(texts):
         if question is not None:
             yield question, text
             continue

@@ -95,7 +95,19 @@ def token_entities(text: str, encoding, logits, id2label: dict[int, str], unk_id
     """
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation {aggregation!r}: expected one of {', '.join(AGGREGATIONS)}")
-    scores = softmax(logits)
+    tokens = _scored_tokens(text, encoding, softmax(logits), unk_id)
+    if aggregation in ("none", "simple"):
+        members = [{"entity": label_name(id2label, int(t["scores"].argmax())), "score": float(t["scores"].max()),
+                    "index": t["index"], "word": t["word"], "start": t["start"], "end": t["end"]} for t in tokens]
+    else:
+        members = [_word_entity(word, aggregation, id2label, decode) for word in _words(tokens)]
+    if aggregation == "none":
+        return [m for m in members if m["entity"] not in ignore]
+    return _grouped_entities(members, ignore, decode)
+
+
+def _scored_tokens(text: str, encoding, scores, unk_id: int | None) -> list[dict]:
+    """The text's non-special tokens with their label scores, offsets and whether they start a word."""
     tokens = []
     for index, special in enumerate(encoding.special_tokens_mask):
         if special:
@@ -106,19 +118,21 @@ def token_entities(text: str, encoding, logits, id2label: dict[int, str], unk_id
         tokens.append({"scores": scores[index], "index": index, "start": start, "end": end,
                        "word": text[start:end] if unknown else encoding.tokens[index],
                        "starts_word": unknown or _starts_word(text, start)})
-    if aggregation in ("none", "simple"):
-        members = [{"entity": label_name(id2label, int(t["scores"].argmax())), "score": float(t["scores"].max()),
-                    "index": t["index"], "word": t["word"], "start": t["start"], "end": t["end"]} for t in tokens]
-    else:
-        words: list[list[dict]] = []
-        for token in tokens:
-            if words and not token["starts_word"]:
-                words[-1].append(token)
-            else:
-                words.append([token])
-        members = [_word_entity(word, aggregation, id2label, decode) for word in words]
-    if aggregation == "none":
-        return [m for m in members if m["entity"] not in ignore]
+    return tokens
+
+
+def _words(tokens: list[dict]) -> list[list[dict]]:
+    words: list[list[dict]] = []
+    for token in tokens:
+        if words and not token["starts_word"]:
+            words[-1].append(token)
+        else:
+            words.append([token])
+    return words
+
+
+def _grouped_entities(members: list[dict], ignore: tuple[str, ...], decode) -> list[dict]:
+    """Consecutive members of one type as one entity ("B-" starts a new one), the `ignore`d dropped."""
     groups: list[list[dict]] = []
     for member in members:
         prefix, kind = outside_prefix(member["entity"])

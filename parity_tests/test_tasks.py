@@ -438,4 +438,4 @@ def test_kobert_run_answer_without_a_tab_is_one_clear_error(capsys, qa_export):
     from kobert.cli import main
 
     assert main(["--quiet", "run", str(qa_export), "--runtime", "onnx", "--output", "answer", "질문 없이"]) == 2
-    assert "text 1: expected 'question<TAB>context'" in capsys.readouterr().err
+    assert "text 0: expected 'question<TAB>context'" in capsys.readouterr().err
