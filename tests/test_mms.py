@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import pytest
 
 from kobert.cli import main as kobert_main
 from kobert.exporters import mms
-from kobert.exporters.mms_server import LocalModelServer, mms_launcher
+from kobert.exporters.mms_server import LocalModelServer, http, mms_launcher
 from kobert.mxnet_env import find_mxnet_python
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,6 +122,9 @@ def test_archive_holds_the_model_a_handler_and_its_spec(store, exports):
     assert spec["outputs"] == exported["artifacts"]["mxnet"]["outputs"]
     assert spec["max_length"] == 64 and spec["pad_id"] == 1  # the shipped tokenizer's model_max_length, [PAD]
     assert mms.packaged_spec(store / "encoder.mar")["max_length"] == 512
+    # Beside the archive, the server's configuration: MMS must hand the handler the body's bytes.
+    config = mms.config_path(store / "sentiment.mar").read_text()
+    assert "decode_input_request=false" in config.splitlines() and f"model_store={store.resolve()}" in config
     imported = set()
     for node in ast.walk(ast.parse(handler)):
         if isinstance(node, ast.Import):
@@ -256,8 +260,7 @@ def test_concurrent_requests_are_batched_and_answered_in_order(server, reference
     _check_classification(replies[3][1], torch_logits[3], labels)
     # The bad request in the same batch gets its own 400 and does not fail the others.
     assert replies[2][0] == 400 and "expected a JSON body" in replies[2][1]["error"]
-    batches = [int(line.split("batch of ")[1].split()[0]) for line in server.worker_log().splitlines()
-               if "kobert: batch of" in line]
+    batches = _batch_sizes(server)
     assert max(batches) > 1, f"MMS never handed the worker more than one request: {batches}"
 
 
@@ -289,3 +292,181 @@ def test_the_server_keeps_its_pid_file_in_its_own_tmpdir(server):
     assert pid_file.is_file() and int(pid_file.read_text()) in server.group_pids()
     described = server.describe("sentiment")
     assert described["batchSize"] == 4 and described["runtime"] == "python"
+
+
+# --- hostile input: a bad request never costs a good one its answer --------------------------
+
+# (body, Content-Type, status, a piece of the error). Each of the first three killed the worker before
+# config.properties said decode_input_request=false (MMS's Python side parsed the body first).
+MALFORMED = [
+    (b'{"text": "\xec\xa2\x8b', "application/json", 400, "not JSON"),
+    (b"\xff\xfe{\"text\": \"x\"}", "application/json", 400, "not UTF-8"),
+    (b"\xff\xfe", "text/plain", 400, "not UTF-8"),
+    (b'{"text": "\\ud800x"}', "application/json", 400, "lone surrogate U+D800"),
+    (b'{"texts": ["ok", "\\udfff"]}', "application/json", 400, "texts[1]: a lone surrogate"),
+    (b'{"text": 5}', "application/json", 400, "text: expected a string, got int"),
+    (b'{"texts": "abc"}', "application/json", 400, "texts: expected a list"),
+    (b"null", "application/json", 400, "expected a JSON body"),
+    (b"[" * 100_000, "application/json", 400, "nested too deeply"),
+    (json.dumps({"text": "가" * (mms.MAX_TEXT_CHARS + 1)}).encode(), "application/json", 413, "characters"),
+    (json.dumps({"texts": [""] * (mms.MAX_TEXTS_PER_REQUEST + 1)}).encode(), "application/json", 413, "texts"),
+    (b'{"text": "' + b"a" * mms.MAX_BODY_BYTES + b'"}', "application/json", 413, "bytes"),
+]
+
+
+def _handler_namespace() -> dict:
+    """The generated handler's module namespace (it imports mxnet only when its service starts)."""
+    namespace = {"__name__": mms.HANDLER_MODULE}
+    exec(compile(mms.handler_source({}), f"{mms.HANDLER_MODULE}.py", "exec"), namespace)
+    return namespace
+
+
+class _Context:
+    """What the handler uses of MMS's Context: request ids, per-request status (and no headers)."""
+
+    def __init__(self):
+        self.status = {}
+
+    def get_request_id(self, idx=0):
+        return "%036d" % idx
+
+    def set_response_status(self, code=200, phrase="", idx=0):
+        self.status[idx] = (code, phrase)
+
+    def get_response_status(self, idx):
+        return self.status.get(idx, (200, None))
+
+
+@pytest.mark.parametrize("body, content_type, status, message", MALFORMED, ids=range(len(MALFORMED)))
+def test_the_handler_answers_each_malformed_body_alone(body, content_type, status, message):
+    handler = _handler_namespace()
+    service = object.__new__(handler["KobertService"])
+    service.spec = {"max_body_bytes": mms.MAX_BODY_BYTES, "max_texts_per_request": mms.MAX_TEXTS_PER_REQUEST,
+                    "max_text_chars": mms.MAX_TEXT_CHARS, "max_length": 64}
+    service.predict = lambda texts: [{"logits": [float(len(t))]} for t in texts]
+    context = _Context()
+    replies = service.handle([{"body": b'{"text": "abc"}'}, {"body": body}, {"body": b'{"texts": ["a", ""]}'}], context)
+    assert all(isinstance(r, bytes) for r in replies)  # MMS sends bytes as they are
+    assert json.loads(replies[0]) == {"logits": [3.0]} and json.loads(replies[2]) == [{"logits": [1.0]}, {"logits": [0.0]}]
+    assert context.status == {1: (status, handler["REASONS"][status])}
+    assert message in json.loads(replies[1])["error"]
+
+
+def test_each_status_code_in_the_reply_frame_is_clear_of_a_read_boundary():
+    """MMS's own create_predict_response builds the frame; every reply's status code starts at 6 mod 16."""
+    script = f"""
+import json, struct, sys
+from mms.context import Context, RequestProcessor
+from mms.protocol.otf_message_handler import create_predict_response
+handler = {{"__name__": "h"}}
+exec(sys.stdin.read(), handler)
+service = object.__new__(handler["KobertService"])
+service.spec = {{"max_body_bytes": 1000, "max_texts_per_request": 8, "max_text_chars": 100, "max_length": 8}}
+service.predict = lambda texts: [{{"logits": [0.1 * len(t), -1.0 / 3]}} for t in texts]
+bodies = [b'{{"text": "a"}}', b'{{"nope": 1}}', b'{{"texts": ["ab", "c"]}}', b"\\xff", b'{{"text": "abcdef"}}']
+ids = {{i: "%08d-aaaa-bbbb-cccc-%012d" % (i, i) for i in range(len(bodies))}}
+context = Context("m", ".", {{}}, len(bodies), None, "1.1.11")
+context.request_ids, context.request_processor = ids, [RequestProcessor({{}}) for _ in bodies]
+replies = service.handle([{{"body": b}} for b in bodies], context)
+frame = bytes(create_predict_response(replies, ids, "Prediction success", 200, context))
+at, found = 4, []
+at += 4 + struct.unpack_from("!i", frame, at)[0]
+for _ in bodies:
+    for field in ("id", "content type"):
+        at += 4 + struct.unpack_from("!i", frame, at)[0]
+    found.append([at, struct.unpack_from("!i", frame, at)[0]])
+    at += 4
+    at += 4 + struct.unpack_from("!i", frame, at)[0]
+    assert struct.unpack_from("!i", frame, at)[0] == 0, "a response header"
+    at += 4
+    length = struct.unpack_from("!i", frame, at)[0]
+    found[-1].append(json.loads(frame[at + 4:at + 4 + length]))
+    at += 4 + length
+print(json.dumps(found))
+"""
+    proc = subprocess.run([find_mxnet_python(), "-s", "-c", script], input=mms.handler_source({}), text=True,
+                          capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = json.loads(proc.stdout)
+    assert [status for _, status, _ in found] == [200, 400, 200, 400, 200]
+    assert all(offset % 16 == 6 for offset, _, _ in found), found
+    assert found[2][2] == [{"logits": [0.2, -1.0 / 3]}, {"logits": [0.1, -1.0 / 3]}]
+
+
+def test_a_failing_forward_pass_costs_only_its_own_request():
+    """If the batch's one forward pass fails, each request is answered alone: only the culprit gets 500."""
+    handler = _handler_namespace()
+    service = object.__new__(handler["KobertService"])
+    service.spec = {"max_body_bytes": 100, "max_texts_per_request": 4, "max_text_chars": 10, "max_length": 8}
+
+    def predict(texts):
+        if "boom" in texts:
+            raise RuntimeError("the model broke")
+        return [{"n": len(t)} for t in texts]
+
+    service.predict = predict
+    context = _Context()
+    replies = service.handle([{"body": b'{"text": "ab"}'}, {"body": b'{"text": "boom"}'}], context)
+    assert json.loads(replies[0]) == {"n": 2}
+    assert context.status == {1: (500, "Internal Server Error")} and "RuntimeError" in json.loads(replies[1])["error"]
+
+
+FLOOD_SECONDS = 20
+FLOOD_CLIENTS = 6
+
+
+def test_a_flood_of_bad_requests_costs_no_good_request_and_no_worker(server, references):
+    """Six clients for 20 s, every other request malformed, at batch size 4: every good request gets 200
+    and the right logits, every bad one its own 4xx, and the worker is the same process at the end."""
+    reference = references["sentiment"]
+    torch_logits = reference.logits(TEXTS)
+    labels = [reference.config.id2label[i] for i in range(reference.config.num_labels)]
+    workers_before = server.worker_pids("sentiment")
+    described_before = server.describe("sentiment")["workers"]
+    assert len(workers_before) == 1, (workers_before, described_before)
+    batches_before = len(_batch_sizes(server))
+    url = f"{server.inference_url}/predictions/sentiment"
+    good = [(json.dumps({"text": TEXTS[i]}, ensure_ascii=False).encode(), [i]) for i in range(len(TEXTS))]
+    good.append((json.dumps({"texts": TEXTS[1:4]}, ensure_ascii=False).encode(), [1, 2, 3]))
+    results: list[tuple] = []
+    deadline = time.monotonic() + FLOOD_SECONDS
+
+    def client(k):
+        n = k
+        while time.monotonic() < deadline:
+            if n % 2:
+                body, content_type, status, message = MALFORMED[n // 2 % len(MALFORMED)]
+                results.append(("bad", status, message, http("POST", url, body, 60, content_type)))
+            else:
+                body, indices = good[n // 2 % len(good)]
+                results.append(("good", indices, body, http("POST", url, body, 60)))
+            n += 1
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(FLOOD_CLIENTS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=FLOOD_SECONDS + 120)
+    assert not any(t.is_alive() for t in threads), "a client never got its reply"
+
+    goods = [r for r in results if r[0] == "good"]
+    bads = [r for r in results if r[0] == "bad"]
+    assert len(goods) >= FLOOD_CLIENTS and len(bads) >= FLOOD_CLIENTS, (len(goods), len(bads))
+    failed = [(body[:60], status, reply[:200]) for _, _, body, (status, reply) in goods if status != 200]
+    assert not failed, f"{len(failed)} of {len(goods)} good requests failed: {failed[:5]}"
+    for _, indices, body, (_, reply) in goods:
+        answer = json.loads(reply)
+        for row, i in zip(answer if isinstance(answer, list) else [answer], indices):
+            _check_classification(row, torch_logits[i], labels)
+    for _, status, message, (got, reply) in bads:
+        assert got == status and message in json.loads(reply)["error"], (status, message, got, reply[:200])
+    assert server.worker_pids("sentiment") == workers_before, "the worker was restarted"
+    assert server.describe("sentiment")["workers"] == described_before
+    batches = _batch_sizes(server)[batches_before:]
+    assert max(batches, default=0) > 1, f"no batch had batch-mates: {batches[:20]}"
+
+
+def _batch_sizes(server) -> list[int]:
+    """How many requests each batch the worker logged held, in order."""
+    return [int(line.split("batch of ")[1].split()[0]) for line in server.worker_log().splitlines()
+            if "kobert: batch of" in line]

@@ -14,6 +14,10 @@ Requests, `POST /predictions/<name>`:
     {"text": "..."}      -> {"logits": [...], "label": "...", "probabilities": [...]}
     {"texts": [...]}     -> a list of those, in order
 A model without a task head answers {"embedding": [...], "pooling": "cls"} (the [CLS] vector).
+Beside the archive, `build` writes `<name>.properties`, the MMS configuration to serve it with
+(`CONFIG_PROPERTIES`: decode_input_request=false). The handler then gets each body as bytes and
+reads it itself: a malformed one (not UTF-8, not JSON, wrong types, a lone surrogate, over the
+caps) gets its own 400 or 413 with {"error": ...}, and its batch-mates their answers.
 
 MMS 1.1 registers models named at startup (`--models name=file.mar`) with
 batch size 1; batching is a registration parameter of the management API
@@ -61,6 +65,23 @@ SERVED_HEADS = ("sequence_classification", "none")
 MAX_TEXTS_PER_FORWARD = 32
 # How long MMS waits to fill a batch (registration parameter `max_batch_delay`, ms).
 DEFAULT_MAX_BATCH_DELAY_MS = 50
+# What one request may carry; past these the handler answers 413 and reads no further. A body is
+# bounded below MMS's own max_request_size (6,553,500 bytes); a text's cap is far past what
+# truncation keeps (512 tokens), so no real text meets it, and tokenizing a batch stays cheap.
+MAX_BODY_BYTES = 1 << 20
+MAX_TEXTS_PER_REQUEST = 256
+MAX_TEXT_CHARS = 20_000
+# config.properties for the MMS that serves the archive. decode_input_request=false: MMS's Python side
+# then hands the handler the body as bytes instead of running json.loads itself, which, on a body that
+# is not JSON, raises outside any handler and kills the worker (its batch-mates, and every request
+# until it restarts, get 500). The handler parses, caps and validates each body on its own.
+CONFIG_PROPERTIES = """\
+inference_address={inference_address}
+management_address={management_address}
+model_store={model_store}
+default_workers_per_model=1
+decode_input_request=false
+"""
 ARCHIVER_REQUIREMENT = "model-archiver==1.0.3"
 # model-archiver only zips a folder: past this, it hangs, and is killed.
 ARCHIVER_TIMEOUT_S = 600
@@ -104,8 +125,23 @@ def build(export_dir: Path, out: Path, batch_size: int = 1) -> Path:
         write_json(model_dir / SPEC_FILE, spec)
         (model_dir / f"{HANDLER_MODULE}.py").write_text(handler_source(manifest), encoding="utf-8")
         archive = _run_model_archiver(model_name, model_dir, Path(staging))
+        staged_config = Path(staging) / "config.properties"
+        staged_config.write_text(config_properties(out.parent.resolve()), encoding="utf-8")
         os.replace(archive, out)
+        os.replace(staged_config, config_path(out))
     return out
+
+
+def config_path(mar: Path) -> Path:
+    """Where `build` writes the MMS configuration for `mar`: beside it, `<name>.properties`."""
+    return Path(mar).with_suffix(".properties")
+
+
+def config_properties(model_store: Path, inference_address: str = "http://127.0.0.1:8080",
+                      management_address: str = "http://127.0.0.1:8081") -> str:
+    """The config.properties to serve archives of `model_store` with (`--mms-config FILE`)."""
+    return CONFIG_PROPERTIES.format(inference_address=inference_address, management_address=management_address,
+                                    model_store=model_store)
 
 
 def serving_spec(manifest: dict, entry: dict, config: KoBertConfig, encoder: TextEncoder, batch_size: int,
@@ -125,6 +161,9 @@ def serving_spec(manifest: dict, entry: dict, config: KoBertConfig, encoder: Tex
         "pad_id": encoder.pad_id,
         "batch_size": batch_size,
         "max_texts_per_forward": MAX_TEXTS_PER_FORWARD,
+        "max_body_bytes": MAX_BODY_BYTES,
+        "max_texts_per_request": MAX_TEXTS_PER_REQUEST,
+        "max_text_chars": MAX_TEXT_CHARS,
         "source": manifest.get("source", {}).get("location"),
     }
 
@@ -224,7 +263,14 @@ _service = None
 
 
 class RequestError(ValueError):
-    """A request this handler cannot answer: HTTP 400 with the message."""
+    """A request this handler does not answer: its HTTP status (4xx, or 500) and why."""
+
+    def __init__(self, message, status=400):
+        super().__init__(message)
+        self.status = status
+
+
+REASONS = {400: "Bad Request", 413: "Payload Too Large", 500: "Internal Server Error"}
 
 
 class KobertService:
@@ -254,28 +300,39 @@ class KobertService:
                            spec["batch_size"], registered_batch_size, spec["batch_size"])
 
     def handle(self, data, context):
-        """One reply per request of the batch; a bad request gets 400 without failing the others."""
-        parsed = []
-        for request in data:
-            try:
-                parsed.append(texts_of(request))
-            except RequestError as e:
-                parsed.append(e)
-        texts = [t for p in parsed if not isinstance(p, RequestError) for t in p[0]]
-        rows = self.predict(texts) if texts else []
-        logger.info("kobert: batch of %d requests, %d texts", len(data), len(texts))
-        replies, start = [], 0
+        """One reply per request of the batch: a bad request gets its own 4xx, its batch-mates their answers."""
+        parsed = [read_request(request, self.spec) for request in data]
+        good = [p for p in parsed if not isinstance(p, RequestError)]
+        answers = iter(self.answer([texts for texts, _ in good]))
+        logger.info("kobert: batch of %d requests, %d texts", len(data), sum(len(texts) for texts, _ in good))
+        replies = []
         for index, p in enumerate(parsed):
-            context.set_response_content_type(index, "application/json")
-            if isinstance(p, RequestError):
-                context.set_response_status(400, "Bad Request", index)
-                replies.append(json.dumps({"error": str(p)}, ensure_ascii=False))
-                continue
-            request_texts, single = p
-            answer = rows[start:start + len(request_texts)]
-            start += len(request_texts)
-            replies.append(json.dumps(answer[0] if single else answer, ensure_ascii=False))
-        return replies
+            rows = p if isinstance(p, RequestError) else next(answers)
+            if isinstance(rows, RequestError):
+                replies.append(error_reply(context, index, rows))
+            else:
+                replies.append(json_reply(rows[0] if p[1] else rows))
+        return aligned(replies, context)
+
+    def answer(self, requests):
+        """Reply rows for each request (a list of texts); if one forward pass of them all fails, each alone."""
+        try:
+            rows = self.predict([text for texts in requests for text in texts])
+        except Exception:
+            logger.warning("kobert: a batch of %d requests failed; answering each alone", len(requests), exc_info=True)
+            return [self.answer_alone(texts) for texts in requests]
+        answers, start = [], 0
+        for texts in requests:
+            answers.append(rows[start:start + len(texts)])
+            start += len(texts)
+        return answers
+
+    def answer_alone(self, texts):
+        try:
+            return self.predict(texts)
+        except Exception as e:
+            logger.warning("kobert: a request of %d texts failed", len(texts), exc_info=True)
+            return RequestError("the model failed on this request (%s)" % type(e).__name__, 500)
 
     def predict(self, texts):
         """One reply dict per text, in order."""
@@ -308,29 +365,116 @@ class KobertService:
                  "probabilities": p.tolist()} for row, p in zip(outputs["logits"], probabilities)]
 
 
-def texts_of(request):
-    """(texts, single) from one MMS request: a JSON body {"text": str} or {"texts": [str, ...]}."""
+def read_request(request, spec):
+    """(texts, single) from one MMS request, or the RequestError it gets; never raises.
+
+    MMS runs with decode_input_request=false, so the body arrives as the bytes the client sent,
+    whatever its Content-Type: the handler caps, decodes and parses it here, one request at a time.
+    """
+    try:
+        return texts_of(parse_body(request, spec["max_body_bytes"]), spec)
+    except RequestError as e:
+        return e
+    except Exception as e:  # a request must never fail its batch-mates, whatever it holds
+        logger.warning("kobert: could not read a request", exc_info=True)
+        return RequestError("could not read the request (%s)" % type(e).__name__)
+
+
+def parse_body(request, max_body_bytes):
+    """The JSON value of a request's body: {"body": bytes} from a POST body, {"data": ...} from a form."""
     body = request.get("body")
     if body is None:
         body = request.get("data")
-    if isinstance(body, (bytes, bytearray)):
-        try:
-            body = body.decode("utf-8")
-        except UnicodeDecodeError:
-            raise RequestError("the request body is not UTF-8")
-    if isinstance(body, str):
-        try:
-            body = json.loads(body)
-        except ValueError:
-            raise RequestError('expected a JSON body {"text": "..."} or {"texts": [...]}')
-    if isinstance(body, dict) and isinstance(body.get("text"), str):
-        return [body["text"]], True
-    if isinstance(body, dict) and isinstance(body.get("texts"), list):
-        for i, text in enumerate(body["texts"]):
-            if not isinstance(text, str):
-                raise RequestError("texts[%d]: expected a string, got %s" % (i, type(text).__name__))
-        return list(body["texts"]), False
-    raise RequestError('expected a JSON body {"text": "..."} or {"texts": [...]}')
+    if body is None:
+        raise RequestError(EXPECTED)
+    if isinstance(body, str):  # a server run with decode_input_request=true hands over text/* bodies as str
+        body = body.encode("utf-8", "surrogatepass")
+    if not isinstance(body, (bytes, bytearray)):  # ... and application/json bodies already parsed
+        return body
+    if len(body) > max_body_bytes:
+        raise RequestError("the request body is %d bytes, more than this server takes (%d)"
+                           % (len(body), max_body_bytes), 413)
+    try:
+        text = bytes(body).decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise RequestError("the request body is not UTF-8 (byte 0x%02x at offset %d)" % (body[e.start], e.start))
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise RequestError("the request body is JSON nested too deeply")
+    except ValueError as e:
+        raise RequestError("the request body is not JSON (%s); %s" % (e, EXPECTED))
+
+
+EXPECTED = 'expected a JSON body {"text": "..."} or {"texts": [...]}'
+
+
+def texts_of(body, spec):
+    """(texts, single) from a parsed body {"text": str} or {"texts": [str, ...]}, each text checked."""
+    if not isinstance(body, dict) or ("text" in body) == ("texts" in body):
+        raise RequestError(EXPECTED)
+    if "text" in body:
+        return [checked_text(body["text"], "text", spec)], True
+    texts = body["texts"]
+    if not isinstance(texts, list):
+        raise RequestError("texts: expected a list of strings, got %s" % type(texts).__name__)
+    if len(texts) > spec["max_texts_per_request"]:
+        raise RequestError("texts: %d texts, more than one request may carry (%d)"
+                           % (len(texts), spec["max_texts_per_request"]), 413)
+    return [checked_text(text, "texts[%d]" % i, spec) for i, text in enumerate(texts)], False
+
+
+def checked_text(text, where, spec):
+    if not isinstance(text, str):
+        raise RequestError("%s: expected a string, got %s" % (where, type(text).__name__))
+    if len(text) > spec["max_text_chars"]:
+        raise RequestError("%s: %d characters, more than this server takes (%d; the model reads at most %d tokens)"
+                           % (where, len(text), spec["max_text_chars"], spec["max_length"]), 413)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:  # JSON's "\\ud800" escapes make them; the tokenizer cannot take them
+        raise RequestError("%s: a lone surrogate U+%04X at character %d is not Unicode text"
+                           % (where, ord(text[e.start]), e.start))
+    return text
+
+
+def json_reply(value):
+    """Bytes, so MMS sends them as they are (it would re-encode a str, and fail the batch on a bad one)."""
+    try:
+        return json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value).encode("ascii")
+
+
+def error_reply(context, index, error):
+    context.set_response_status(error.status, REASONS.get(error.status, "Error"), index)
+    return json_reply({"error": str(error)})
+
+
+# MMS 1.1.11's frontend decodes a worker's reply frame as it arrives, in reads of a multiple of 16
+# bytes, and reads each reply's 4-byte status code (and each response header) without checking that
+# it has all arrived: a read that ends inside one raises there, the frontend drops the connection and
+# the worker dies with its batch ("Invalid message size: -3" in mms_log.log). So the handler sets no
+# response header (not even Content-Type) and pads replies with spaces, which JSON allows, so that
+# every status code starts at byte STATUS_AT of a 16-byte block, clear of any read's end.
+FRAME_HEAD = 4 + 4 + len("Prediction success")  # code, message length, message
+STATUS_AT = 6
+
+
+def aligned(replies, context):
+    """`replies` padded so that each status code in MMS's reply frame starts at STATUS_AT mod 16."""
+    offset, out = FRAME_HEAD, []
+    for index, reply in enumerate(replies):
+        request_id = (context.get_request_id(index) or "").encode("utf-8")
+        status = offset + 4 + len(request_id) + 4  # request id length and bytes, content type length 0
+        if out:
+            pad = (STATUS_AT - status) % 16
+            out[-1] += b" " * pad
+            status += pad
+        phrase = (context.get_response_status(index)[1] or "").encode("utf-8")
+        offset = status + 4 + 4 + len(phrase) + 4 + 4 + len(reply)  # status, phrase, 0 headers, reply
+        out.append(reply)
+    return out
 
 
 def handle(data, context):
@@ -341,5 +485,10 @@ def handle(data, context):
         _service = KobertService(properties["model_dir"], properties.get("batch_size"))
     if data is None:
         return None
-    return _service.handle(data, context)
+    try:
+        return _service.handle(data, context)
+    except Exception as e:  # a 500 for each request, and the worker goes on
+        logger.error("kobert: the handler failed on a batch of %d requests", len(data), exc_info=True)
+        return aligned([error_reply(context, i, RequestError("the handler failed (%s)" % type(e).__name__, 500))
+                        for i in range(len(data))], context)
 ''')

@@ -28,7 +28,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from kobert.exporters.mms import DEFAULT_MAX_BATCH_DELAY_MS, registration_query
+from kobert.exporters.mms import DEFAULT_MAX_BATCH_DELAY_MS, config_properties, registration_query
 from kobert.mxnet_env import find_mxnet_python
 
 PORT_RANGE = (20000, 32767)
@@ -59,11 +59,12 @@ def free_port(exclude: tuple[int, ...] = ()) -> int:
     raise RuntimeError(f"no free port in {PORT_RANGE} on {HOST}")
 
 
-def http(method: str, url: str, body: bytes | None = None, timeout: float = 60) -> tuple[int, bytes]:
+def http(method: str, url: str, body: bytes | None = None, timeout: float = 60,
+         content_type: str = "application/json") -> tuple[int, bytes]:
     """(status, body) of one request; HTTP errors are returned, not raised."""
     request = urllib.request.Request(url, data=body, method=method)
     if body is not None:
-        request.add_header("Content-Type", "application/json")
+        request.add_header("Content-Type", content_type)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, response.read()
@@ -88,11 +89,8 @@ class LocalModelServer:
         self.process: subprocess.Popen | None = None
 
     def config_properties(self) -> str:
-        return (f"inference_address={self.inference_url}\n"
-                f"management_address={self.management_url}\n"
-                f"model_store={self.model_store}\n"
-                # Workers for models registered at startup; our registrations say initial_workers.
-                "default_workers_per_model=1\n")
+        """The configuration `kobert package mms` writes, on this server's ports and model store."""
+        return config_properties(self.model_store, self.inference_url, self.management_url)
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -174,6 +172,29 @@ class LocalModelServer:
             return status, json.loads(body)
         except ValueError:
             return status, body.decode(errors="replace")
+
+    def post_bytes(self, model_name: str, body: bytes, content_type: str = "application/json") -> tuple[int, bytes]:
+        """(status, raw reply) of `POST /predictions/<model_name>` with `body` as it is."""
+        return http("POST", f"{self.inference_url}/predictions/{model_name}", body, content_type=content_type)
+
+    def worker_pids(self, model_name: str) -> dict[str, int]:
+        """{worker id: process id} of a model's Python workers (a restarted worker has a new pid).
+
+        The management API names a worker `9000-cc61a179`, not by its pid: 9000 is the number in the
+        socket name (`.mms.sock.9000`) that the worker's command line carries.
+        """
+        ids = {str(w.get("id")).split("-")[0]: str(w.get("id")) for w in self.describe(model_name).get("workers", [])}
+        found = {}
+        for pid in self.group_pids():
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            for arg in argv:
+                number = arg.rsplit(".", 1)[-1]
+                if ".mms.sock." in arg and number in ids:
+                    found[ids[number]] = pid
+        return found
 
     def log_tail(self, characters: int = 2000) -> str:
         logs = [self.log_file, *sorted((self.workdir / "logs").glob("*.log"))]
