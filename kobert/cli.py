@@ -256,9 +256,11 @@ def cmd_run(args) -> int:
 
     counter = Counter("run --input") if args.input else None
     with runtimes.load(args.dir, runtime=args.runtime, artifact=args.artifact, verify=not args.no_verify) as runtime:
+        # The export's own faults (no tokenizer, a tampered one) are one error, before any line is read.
+        max_length = runtime.text_encoder.max_length
         lines = text_arguments(args.texts)
         if args.input:
-            cap = line_cap(runtime.text_encoder.max_length, args.output)
+            cap = line_cap(max_length, args.output)
             lines = itertools.chain(lines, read_lines(args.input, cap))
         written, skipped = RowWriter(runtime, args, sys.stdout, counter).write(lines)
     if counter is not None:
