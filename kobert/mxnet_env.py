@@ -216,6 +216,15 @@ class MXNetCommand:
         sources = str(mxnet_sources_dir())
         return cls(argv=[python, "-s", *args], env=mxnet_subprocess_env(), cwd=sources)
 
+    def run(self, timeout_s: float, what: str, error: type[Exception] = RuntimeError) -> subprocess.CompletedProcess:
+        """Run it, output captured as text; past `timeout_s` the child is killed and `error` names it."""
+        try:
+            return subprocess.run(self.argv, env=self.env, cwd=self.cwd, capture_output=True, text=True,
+                                  timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise error(f"{what} did not finish within {timeout_s} s and was killed "
+                        f"({' '.join(self.argv[:4])})") from None
+
 
 def mxnet_module_command(module: str, *args: str | os.PathLike) -> MXNetCommand:
     """`<mxnet python> -s -m <module> <args>`, for a module listed in `MXNET_SIDE_SOURCES`."""

@@ -40,7 +40,6 @@ import os
 import re
 import shutil
 import string
-import subprocess
 import tempfile
 import urllib.parse
 import zipfile
@@ -211,12 +210,7 @@ def _run_model_archiver(model_name: str, model_dir: Path, export_path: Path) -> 
                                  "--model-name", model_name, "--model-path", str(model_dir.resolve()),
                                  "--handler", HANDLER_ENTRY, "--runtime", "python",
                                  "--export-path", str(export_path.resolve()))
-    try:
-        proc = subprocess.run(command.argv, env=command.env, cwd=command.cwd, capture_output=True, text=True,
-                              timeout=ARCHIVER_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"model-archiver did not finish within {ARCHIVER_TIMEOUT_S} s and was killed "
-                           f"({command.argv[0]} -m model_archiver.model_packaging)") from None
+    proc = command.run(ARCHIVER_TIMEOUT_S, "model-archiver")
     if "No module named model_archiver" in proc.stderr:
         raise RuntimeError(f"model-archiver is not installed for {command.argv[0]}: "
                            f"run `{command.argv[0]} -m pip install {ARCHIVER_REQUIREMENT}` (or `bash ci/setup.sh`)")

@@ -11,7 +11,6 @@ imports no mxnet.
 from __future__ import annotations
 
 import json
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -37,12 +36,7 @@ def export(weights: CanonicalWeights, export_dir: Path) -> ExportedArtifact:
     with tempfile.TemporaryDirectory(prefix="canonical-", dir=out_dir.parent) as canonical_dir:
         weights.save(canonical_dir)
         command = mxnet_module_command(GLUON_MODULE, canonical_dir, out_dir)
-        try:
-            proc = subprocess.run(command.argv, env=command.env, cwd=command.cwd, capture_output=True, text=True,
-                                  timeout=EXPORT_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            raise MXNetExportError(f"MXNet export did not finish within {EXPORT_TIMEOUT_S} s and was killed "
-                                   f"({command.argv[0]} -m {GLUON_MODULE})") from None
+        proc = command.run(EXPORT_TIMEOUT_S, "MXNet export", MXNetExportError)
     if proc.returncode != 0:
         raise MXNetExportError(
             f"MXNet export failed ({command.argv[0]} -m {GLUON_MODULE}, exit code {proc.returncode}):\n"
