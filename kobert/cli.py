@@ -351,6 +351,9 @@ def cmd_package(args) -> int:
                for flag, *_ in spec.options}
     out = spec.load_builder()(Path(args.dir), Path(args.out), **options)
     print(f"wrote {spec.name} package to {out}")
+    companion = spec.companion_of(out)
+    if companion is not None:
+        print(f"wrote its server configuration to {companion}")
     return 0
 
 

@@ -19,6 +19,7 @@ Framework-free: nothing here imports a spoke until it is used.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from dataclasses import dataclass
 
 
@@ -70,10 +71,20 @@ class PackageSpec:
     summary: str = ""
     # extra CLI options: (flag, type, default, help); passed to the builder by their dest name
     options: tuple[tuple[str, type, object, str], ...] = ()
+    # "module:function", function(package: Path) -> Path: a file the builder writes beside the package
+    # (MMS's .properties), named in `kobert package`'s output so users find it.
+    companion: str = ""
 
     def load_builder(self):
-        module, _, function = self.builder.partition(":")
-        return getattr(importlib.import_module(module), function)
+        return _load(self.builder)
+
+    def companion_of(self, package: Path) -> Path | None:
+        return _load(self.companion)(package) if self.companion else None
+
+
+def _load(reference: str):
+    module, _, function = reference.partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 RUNTIMES: dict[str, RuntimeSpec] = {}
@@ -189,7 +200,7 @@ for _target in (
 # --- deployable packages (kobert package <name>) --------------------------------------------
 
 register_package(PackageSpec(
-    "mms", "kobert.exporters.mms:build", needs="mxnet",
+    "mms", "kobert.exporters.mms:build", needs="mxnet", companion="kobert.exporters.mms:config_path",
     summary="a Multi Model Server archive (.mar) of the mxnet artifact, with a handler needing only "
             "mxnet, numpy and tokenizers",
     options=(("--batch-size", int, 1, "the MMS batch size to register it with (recorded in the archive; "

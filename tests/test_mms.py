@@ -177,7 +177,10 @@ def test_refusals_are_one_line(case, expected, exports, tmp_path, capsys):
 
 def test_a_failed_build_keeps_the_earlier_archive(exports, tmp_path, capsys):
     out = tmp_path / "sentiment.mar"
+    capsys.readouterr()
     assert kobert("package", "mms", exports["sentiment"], "--out", out) == 0
+    assert f"server configuration to {tmp_path / 'sentiment.properties'}" in capsys.readouterr().out
+    assert "decode_input_request=false" in (tmp_path / "sentiment.properties").read_text()
     before = out.read_bytes()
     assert kobert("package", "mms", exports["sentiment"], "--out", out, "--batch-size", "2") == 0  # replaced
     assert mms.packaged_spec(out)["batch_size"] == 2
