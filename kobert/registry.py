@@ -197,6 +197,15 @@ for _target in (
 ):
     register_target(_target)
 
+# --- OpenVINO: the ONNX graph as an IR, compiled at each tier's own precision ------------------
+register_runtime(RuntimeSpec("openvino", "kobert.runtimes.openvino:OpenVinoRuntime", "openvino"))
+register_target(Target("openvino", "kobert.exporters.openvino:fp32", "openvino", built_from="onnx",
+                       bench_label="openvino f32",
+                       summary="OpenVINO IR of the ONNX graph, compiled with INFERENCE_PRECISION_HINT=f32"))
+register_target(Target("openvino-bf16", "kobert.exporters.openvino:bf16", "openvino", gate="bf16",
+                       built_from="onnx", bench_label="openvino bf16",
+                       summary="the same IR compiled in bfloat16 (AVX512-BF16 or AMX CPUs)"))
+
 # --- deployable packages (kobert package <name>) --------------------------------------------
 
 register_package(PackageSpec(
