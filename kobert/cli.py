@@ -511,7 +511,9 @@ def _add_run(commands) -> None:
 
     p = commands.add_parser("run", help="embeddings or logits through one runtime, one JSON object per text")
     p.add_argument("dir")
-    p.add_argument("--runtime", choices=list(registry.RUNTIMES), required=True)
+    p.add_argument("--runtime", choices=[*registry.RUNTIMES, "auto"], required=True,
+                   help="the framework to run in; auto: the export's fastest artifact that passed its gate on "
+                        "this CPU (a short probe, cached; says which on stderr)")
     p.add_argument("--artifact", default=None, choices=[registry.REFERENCE, *registry.TARGETS],
                    help="which manifest artifact the runtime opens (e.g. tf2onnx, onnx-int8)")
     p.add_argument("--output", choices=list(OUTPUTS), default="embeddings",

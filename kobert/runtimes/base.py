@@ -135,7 +135,7 @@ class Runtime:
             self.config = KoBertConfig.from_hf_dict(self.manifest.get("config"), source=f"{self.export_dir}/manifest.json")
         except ValueError as e:
             raise ValueError(f"config: {e}") from None
-        self.artifact = artifact or self.default_artifact
+        self.artifact = artifact or self._artifact_here()
         self.entry = self._manifest_entry()
         opened_by = registry.runtimes_for(self.artifact)
         if self.name not in opened_by:
@@ -149,6 +149,22 @@ class Runtime:
         self._encoder = self._tokenizer = None
         self._tokenizer_lock = threading.Lock()
         self._open([inside(self.export_dir, f) for f in self.entry["files"]])
+
+    def _artifact_here(self) -> str:
+        """The runtime's default artifact; where the export lacks it, the first one here this runtime opens
+        (`--runtime onnx` on an export holding only onnx-int8 runs that), said on stderr."""
+        from kobert import registry
+        from kobert.progress import say
+
+        if self.default_artifact in self.manifest["artifacts"]:
+            return self.default_artifact
+        opened = [name for name, target in registry.TARGETS.items()
+                  if target.runtime == self.name and name in self.manifest["artifacts"]]
+        if not opened:
+            return self.default_artifact  # the manifest-entry check names what the export has
+        say(f"{self.export_dir} has no {self.default_artifact!r} artifact; runtime {self.name} runs "
+            f"{opened[0]!r} (pick another with --artifact)")
+        return opened[0]
 
     def _manifest_entry(self) -> dict:
         if self.artifact == "reference":
