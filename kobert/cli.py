@@ -255,7 +255,8 @@ def cmd_run(args) -> int:
     from kobert.progress import Counter
 
     counter = Counter("run --input") if args.input else None
-    with runtimes.load(args.dir, runtime=args.runtime, artifact=args.artifact, verify=not args.no_verify) as runtime:
+    with runtimes.load(args.dir, runtime=args.runtime, artifact=args.artifact, verify=not args.no_verify,
+                       threads=args.threads) as runtime:
         # The export's own faults (no tokenizer, a tampered one) are one error, before any line is read.
         max_length = runtime.text_encoder.max_length
         lines = text_arguments(args.texts)
@@ -530,6 +531,8 @@ def _add_run(commands) -> None:
                    help="a bad line: stop (exit 2, every row before it written), or skip (an "
                         '{"error": ..., "line": N} row in its place, and go on)')
     p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="intra-op threads for the framework (default: its own); process-wide for torch and TensorFlow")
     p.add_argument("--no-verify", action="store_true", help="skip the sha256 check of the artifact's files")
     p.add_argument("texts", nargs="*", metavar="TEXT", help="texts; put them after -- if one starts with '-'")
     add_noise_options(p)

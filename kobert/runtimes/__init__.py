@@ -12,7 +12,8 @@ from pathlib import Path
 AUTO = "auto"
 
 
-def load(export_dir: str | Path, runtime: str = "onnx", artifact: str | None = None, verify: bool = True):
+def load(export_dir: str | Path, runtime: str = "onnx", artifact: str | None = None, verify: bool = True,
+         threads: int | None = None):
     """Open one artifact of an export directory with the named runtime (see `kobert.registry.RUNTIMES`).
 
     `artifact` picks a manifest entry when a runtime can run several
@@ -22,13 +23,14 @@ def load(export_dir: str | Path, runtime: str = "onnx", artifact: str | None = N
 
     `runtime="auto"` opens the export's fastest artifact that passed its gate on this CPU
     (`kobert.runtimes.auto`, a short probe cached per CPU and export) and says which on stderr;
-    a named `artifact` is opened by its own runtime instead.
+    a named `artifact` is opened by its own runtime instead. `threads` sizes the framework's intra-op
+    threads (see `base.Runtime`).
     """
     from kobert import registry
 
     if runtime == AUTO:
         runtime, artifact = _auto(export_dir, artifact, verify)
-    return registry.runtime_spec(runtime).runtime_class()(export_dir, artifact, verify=verify)
+    return registry.runtime_spec(runtime).runtime_class()(export_dir, artifact, verify=verify, threads=threads)
 
 
 def _auto(export_dir, artifact: str | None, verify: bool) -> tuple[str, str]:

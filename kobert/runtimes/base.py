@@ -126,7 +126,10 @@ class Runtime:
     #: the manifest artifact this runtime opens when none is named
     default_artifact = ""
 
-    def __init__(self, export_dir: str | Path, artifact: str | None = None, verify: bool = True):
+    def __init__(self, export_dir: str | Path, artifact: str | None = None, verify: bool = True,
+                 threads: int | None = None):
+        """`threads`: the intra-op threads the framework may use (None: its own default), so a server or a
+        Spark task can size it. torch and TensorFlow hold one setting per process, so there it is process-wide."""
         from kobert import registry
 
         self.export_dir = Path(export_dir)
@@ -142,6 +145,9 @@ class Runtime:
             raise ValueError(f"artifact {self.artifact!r} is opened by runtime {' or '.join(opened_by)}, "
                              f"not {self.name!r}")
         self.verify = verify
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads: expected a positive integer or None, got {threads!r}")
+        self.threads = threads
         if verify:
             verify_files(self.export_dir, self.entry, f"artifact {self.artifact!r}")
         self.output_names = list(self.entry["outputs"])

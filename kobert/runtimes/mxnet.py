@@ -25,6 +25,13 @@ from kobert.runtimes import mxnet_worker
 from kobert.runtimes.base import Runtime
 
 
+def _with_threads(env: dict[str, str], threads: int | None) -> dict[str, str]:
+    """The worker's environment with MXNet's CPU threads set (OpenMP for its operators)."""
+    if threads is None:
+        return env
+    return {**env, "OMP_NUM_THREADS": str(threads), "MXNET_CPU_WORKER_NTHREADS": str(threads)}
+
+
 def _mxnet_imports_here() -> bool:
     if not mxnet_in_process():
         return False
@@ -62,14 +69,14 @@ class MXNetWorker:
     """One persistent MXNet interpreter serving one model over stdin/stdout."""
 
     def __init__(self, symbol_file: Path, params_file: Path, input_names: list[str],
-                 timeout: float = WORKER_TIMEOUT_S):
+                 timeout: float = WORKER_TIMEOUT_S, threads: int | None = None):
         # Absolute paths: the worker runs in its own directory (see kobert.mxnet_env).
         command = mxnet_module_command("kobert.runtimes.mxnet_worker", Path(symbol_file).resolve(),
                                        Path(params_file).resolve(), json.dumps(list(input_names)))
         self.python = command.argv[0]
         self._stderr = tempfile.TemporaryFile()
         self.process = subprocess.Popen(command.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=self._stderr, env=command.env, cwd=command.cwd)
+                                        stderr=self._stderr, env=_with_threads(command.env, threads), cwd=command.cwd)
         self._lock = threading.Lock()
         self.timeout = timeout
         self.last_forward_seconds: float | None = None
@@ -144,7 +151,7 @@ class MXNetRuntime(Runtime):
         if _mxnet_imports_here():
             self._block = mxnet_worker.load_symbol_block(str(symbol_file), str(params_file), self._input_names)
         else:
-            self._worker = MXNetWorker(symbol_file, params_file, self._input_names)
+            self._worker = MXNetWorker(symbol_file, params_file, self._input_names, threads=self.threads)
 
     def _forward(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         arrays = [inputs[name].astype(dtype) for name, dtype in zip(self._input_names, self._input_dtypes)]

@@ -18,6 +18,8 @@ class OnnxRuntime(Runtime):
 
     def _open(self, files: list[Path]) -> None:
         options = onnxruntime.SessionOptions()
+        if self.threads is not None:
+            options.intra_op_num_threads, options.inter_op_num_threads = self.threads, 1
         model = files[0]
         if model.is_dir():  # a Hugging Face folder (hf-onnx): its fp32 model sits at the standard place
             model = model / "onnx" / "model.onnx"

@@ -25,6 +25,8 @@ class OpenVinoRuntime(Runtime):
 
     def _open(self, files: list[Path]) -> None:
         config = dict(self.entry.get("compile_config") or F32)
+        if self.threads is not None:
+            config["INFERENCE_NUM_THREADS"] = self.threads
         self.compiled = ov.Core().compile_model(str(files[0]), "CPU", config)
         self.ports = {name: self._output_port(name) for name in self.output_names}
         self.input_dtypes = {spec["name"]: np.dtype(spec["dtype"]) for spec in self.entry["inputs"]}

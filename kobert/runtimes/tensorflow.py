@@ -17,6 +17,7 @@ class TensorFlowRuntime(Runtime):
     default_artifact = "tf"
 
     def _open(self, files: list[Path]) -> None:
+        set_tf_threads(self.threads)
         signature_name = self.entry.get("signature", "serving_default")
         self._model = tf.saved_model.load(str(files[0]))  # keeps the variables alive
         try:
@@ -42,6 +43,20 @@ class TensorFlowRuntime(Runtime):
         """The signature compiled with XLA (`jit_compile=True`), for the benchmark's XLA row."""
         compiled = tf.function(lambda **feed: self._signature(**feed), jit_compile=True)
         return lambda feed: compiled(**feed)
+
+
+def set_tf_threads(threads: int | None) -> None:
+    """TensorFlow's intra-op threads, process-wide and fixed at its first op: a later, different request is
+    one clear error rather than TensorFlow's RuntimeError."""
+    if threads is None or tf.config.threading.get_intra_op_parallelism_threads() == threads:
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    except RuntimeError:
+        current = tf.config.threading.get_intra_op_parallelism_threads() or "its default"
+        raise ValueError(f"threads={threads}: TensorFlow already runs with {current} intra-op threads in this "
+                         "process (it fixes them at first use); open the first TensorFlow runtime with "
+                         "this threads value") from None
 
 
 def gemm_session(x: np.ndarray, w: np.ndarray):

@@ -39,7 +39,7 @@ class TFLiteRuntime(Runtime):
         self.interpreter_class = interpreter_class()
         self.files = files
         with native_stderr_quieted():  # TFLite announces its XNNPACK delegate on stderr
-            self.interpreter = self.interpreter_class(model_path=str(files[0]), num_threads=os.cpu_count() or 1)
+            self.interpreter = self.interpreter_class(model_path=str(files[0]), num_threads=self.threads or os.cpu_count() or 1)
         runner = self.interpreter.get_signature_runner(self.entry.get("signature", "serving_default"))
         self.input_index = {name: d["index"] for name, d in runner.get_input_details().items()}
         self.output_index = {name: d["index"] for name, d in runner.get_output_details().items()}

@@ -23,6 +23,12 @@ from kobert.checkpoint import load_checkpoint
 from kobert.runtimes.base import Runtime
 
 
+def set_torch_threads(threads: int | None) -> None:
+    """torch's intra-op threads, process-wide (torch has no per-model setting); None leaves its default."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
 def build_reference_model(weights: CanonicalWeights):
     """A transformers model (eager attention, eval mode) holding exactly these weights."""
     import transformers
@@ -68,6 +74,7 @@ class TorchRuntime(Runtime):
     default_artifact = "reference"
 
     def _open(self, files: list[Path]) -> None:
+        set_torch_threads(self.threads)
         self.model = build_reference_model(load_checkpoint(files[0]).weights)
 
     def _forward(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

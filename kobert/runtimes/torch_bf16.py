@@ -17,7 +17,7 @@ import torch
 
 from kobert.canonical import CanonicalWeights
 from kobert.runtimes.base import Runtime
-from kobert.runtimes.torch import build_reference_model
+from kobert.runtimes.torch import build_reference_model, set_torch_threads
 
 
 def _autocast():
@@ -31,6 +31,7 @@ class TorchBf16Runtime(Runtime):
     def _open(self, files: list[Path]) -> None:
         from safetensors.torch import load_file
 
+        set_torch_threads(self.threads)
         state = {name: t.float().numpy() for name, t in load_file(str(files[0])).items()}
         weights = CanonicalWeights.from_hf_state_dict(self.config, state, source=str(files[0]))
         self.model = build_reference_model(weights)
