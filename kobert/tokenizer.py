@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import json
 import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
 
 SPECIAL_TOKENS = ("[UNK]", "[PAD]", "[CLS]", "[SEP]", "[MASK]")
@@ -72,9 +73,16 @@ def load_sentencepiece_proto(model_file: str | Path):
 
 
 def kobert_vocab(proto) -> list[tuple[str, float]]:
-    """(piece, score) in KoBERT id order: the 5 specials, then NORMAL pieces sorted by code point."""
+    """(piece, score) in KoBERT id order: the 5 specials, then NORMAL pieces sorted by code point.
+
+    A model whose first five pieces already are KoBERT's specials (skt/kobert-base-v1's
+    `spiece.model`, whose KoBERTTokenizer uses sentencepiece's own ids) keeps its order.
+    """
     if proto.trainer_spec.model_type not in (0, 1):  # 0 = unset (defaults to UNIGRAM), 1 = UNIGRAM
         raise TokenizerFileError("KoBERT tokenizers are Unigram models; this model is not")
+    if [p.piece for p in proto.pieces[: len(SPECIAL_TOKENS)]] == list(SPECIAL_TOKENS):
+        rest = proto.pieces[len(SPECIAL_TOKENS) :]
+        return [(tok, 0.0) for tok in SPECIAL_TOKENS] + [(p.piece, p.score) for p in rest]
     # Type 1 = NORMAL.  <unk>/<s>/</s> (UNKNOWN/CONTROL) are replaced by our specials.
     pieces = sorted((p.piece, p.score) for p in proto.pieces if p.type == 1)
     return [(tok, 0.0) for tok in SPECIAL_TOKENS] + pieces
@@ -304,9 +312,13 @@ def _normalizer(precompiled_charsmap: bytes):
 
 def build_backend_tokenizer(model_file: str | Path):
     """The raw `tokenizers.Tokenizer` for a KoBERT SentencePiece model file."""
+    return _backend_from_proto(load_sentencepiece_proto(model_file), model_file)
+
+
+def _backend_from_proto(proto, model_file: str | Path):
+    """The raw `tokenizers.Tokenizer` for a parsed SentencePiece model (`model_file` names it in errors)."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
 
-    proto = load_sentencepiece_proto(model_file)
     spec = proto.normalizer_spec
     if not spec.precompiled_charsmap:
         raise TokenizerFileError(f"{model_file}: normalizer '{spec.name}' has no precompiled charsmap")
@@ -432,14 +444,149 @@ def _find_model_file(directory: Path) -> Path | None:
     return models[0] if models else None
 
 
+def _json_steps(node) -> list[dict]:
+    """A tokenizer.json normaliser or pre-tokenizer as a flat list of steps (Sequences opened)."""
+    if not isinstance(node, dict):
+        return []
+    inner = node.get("normalizers") or node.get("pretokenizers")
+    return [step for child in inner for step in _json_steps(child)] if inner else [node]
+
+
+def _is_kobert_json(tokenizer_json: dict) -> bool:
+    """kobert's own layout: the specials are ids 0-4 and the template starts with [CLS] (not XLNet's `A <sep> <cls>`)."""
+    vocab = (tokenizer_json.get("model") or {}).get("vocab") or []
+    single = (tokenizer_json.get("post_processor") or {}).get("single") or [{}]
+    return ([piece for piece, _ in vocab[: len(SPECIAL_TOKENS)]] == list(SPECIAL_TOKENS)
+            and single[0].get("SpecialToken", {}).get("id") == "[CLS]")
+
+
+def sentencepiece_proto_from_json(tokenizer_json: dict, file: Path):
+    """The SentencePiece model a Unigram tokenizer.json was converted from (transformers' XLNetTokenizer
+    writes one with no spiece.model beside it in transformers 5): its pieces and scores in their ids,
+    the model's charsmap (the `Precompiled` normaliser step) and its dummy-prefix setting.
+
+    XLNet's own steps around the charsmap (NFKD and accent stripping, specials at the end) are not
+    KoBERT's and are dropped; the added special tokens among the pieces become control pieces.
+    """
+    import base64
+
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    model = tokenizer_json.get("model") or {}
+    charsmaps = [s["precompiled_charsmap"] for s in _json_steps(tokenizer_json.get("normalizer"))
+                 if s.get("type") == "Precompiled" and s.get("precompiled_charsmap")]
+    vocab = model.get("vocab") or []
+    if model.get("type") != "Unigram" or not charsmaps or len(vocab) <= len(SPECIAL_TOKENS):
+        kind = model.get("type") or "unknown"
+        raise TokenizerFileError(
+            f"{file}: a {kind} tokenizer.json with {len(vocab)} pieces and no SentencePiece charsmap, so not a "
+            "KoBERT tokenizer (transformers 5's XLNetTokenizer(vocab_file=...) ignores the file); pass KoBERT's "
+            "SentencePiece model with --tokenizer FILE.spiece")
+    specials = {t.get("content") for t in tokenizer_json.get("added_tokens") or [] if t.get("special")}
+    proto, kinds = pb.ModelProto(), pb.ModelProto.SentencePiece
+    for index, (piece, score) in enumerate(vocab):
+        kind = kinds.UNKNOWN if index == model.get("unk_id") else kinds.CONTROL if piece in specials else kinds.NORMAL
+        proto.pieces.add(piece=piece, score=score, type=kind)
+    pieces = [piece for piece, _ in vocab]
+    spec = proto.trainer_spec
+    spec.model_type, spec.unk_id = pb.TrainerSpec.UNIGRAM, model.get("unk_id") or 0
+    spec.bos_id = pieces.index("<s>") if "<s>" in pieces else -1
+    spec.eos_id = pieces.index("</s>") if "</s>" in pieces else -1
+    metaspace = [s for s in _json_steps(tokenizer_json.get("pre_tokenizer")) if s.get("type") == "Metaspace"]
+    proto.normalizer_spec.name = "nmt_nfkc"
+    proto.normalizer_spec.precompiled_charsmap = base64.b64decode(charsmaps[0])
+    proto.normalizer_spec.add_dummy_prefix = not metaspace or metaspace[0].get("prepend_scheme") != "never"
+    return proto
+
+
+@dataclass(frozen=True)
+class TokenizerSource:
+    """A recognised tokenizer: its `layout` (see `find_tokenizer_source`) and the `file` it is read from."""
+
+    layout: str
+    file: Path
+
+    def sentencepiece_model(self) -> bytes | None:
+        """The SentencePiece model behind the ids (the in-graph tf-text tokenizer needs it), if there is one."""
+        if self.layout == SENTENCEPIECE:
+            return self.file.read_bytes()
+        if self.layout == XLNET_JSON:
+            return sentencepiece_proto_from_json(_read_json(self.file), self.file).SerializeToString()
+        model_file = _find_model_file(self.file.parent)
+        return model_file.read_bytes() if model_file else None
+
+    def load(self):
+        """The KoBERT tokenizer (a `PreTrainedTokenizerFast`) this source gives."""
+        if self.layout == KOBERT_JSON:
+            tokenizer = _tokenizer_class().from_pretrained(str(self.file.parent))
+            split_words(tokenizer.backend_tokenizer)
+            return tokenizer
+        if self.layout == XLNET_JSON:
+            return _wrap(_backend_from_proto(sentencepiece_proto_from_json(_read_json(self.file), self.file), self.file))
+        return _wrap(build_backend_tokenizer(self.file))
+
+
+KOBERT_JSON, SENTENCEPIECE, XLNET_JSON = "kobert tokenizer.json", "SentencePiece model", "XLNet-style tokenizer.json"
+
+
+def _read_json(file: Path) -> dict:
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise TokenizerFileError(f"{file}: not a readable tokenizer.json ({e})") from None
+    if not isinstance(data, dict):
+        raise TokenizerFileError(f"{file}: not a tokenizer.json (expected a JSON object)")
+    return data
+
+
+def find_tokenizer_source(path: str | Path) -> TokenizerSource:
+    """Which tokenizer `path` (a file, or a checkpoint / tokenizer folder) holds, and how it becomes KoBERT's ids.
+
+    In a folder, the first that is there, in this order:
+
+    | layout | recognised by | KoBERT's ids |
+    |---|---|---|
+    | kobert tokenizer.json | `tokenizer.json`: ids 0-4 `[UNK] [PAD] [CLS] [SEP] [MASK]`, template `[CLS] $A [SEP]` | as written |
+    | SentencePiece model | `tokenizer.model`, `spiece.model` (transformers' XLNetTokenizer, skt/kobert-base-v1), then any `*.model`, `*.spiece` (KoBERT's) | KoBERT's rule (`kobert_vocab`); a model whose pieces 0-4 are the specials keeps its ids |
+    | XLNet-style tokenizer.json | any other Unigram `tokenizer.json` with a `Precompiled` charsmap (transformers 5's XLNetTokenizer `save_pretrained`) | its SentencePiece model rebuilt (`sentencepiece_proto_from_json`), then as above |
+
+    Anything else is a TokenizerFileError naming the file. The SentencePiece model goes before a
+    foreign tokenizer.json because it is the source of truth: transformers 4's XLNetTokenizerFast writes
+    both. `tokenizer_config.json` is not read: the class it names (XLNetTokenizer) puts `<sep> <cls>` at
+    the end and uses sentencepiece's ids, neither of which is KoBERT's.
+    """
+    path = Path(path)
+    if path.is_dir():
+        json_file = path / "tokenizer.json"
+        if json_file.is_file() and _is_kobert_json(_read_json(json_file)):
+            return TokenizerSource(KOBERT_JSON, json_file)
+        model_file = _find_model_file(path)
+        if model_file is not None:
+            return TokenizerSource(SENTENCEPIECE, model_file)
+        if json_file.is_file():
+            sentencepiece_proto_from_json(_read_json(json_file), json_file)  # one clear error if it is not one
+            return TokenizerSource(XLNET_JSON, json_file)
+        raise TokenizerFileError(f"{path}: directory has neither tokenizer.json nor a SentencePiece .model file")
+    if not path.exists():
+        raise TokenizerFileError(f"{path}: no such file or directory")
+    if path.suffix == ".json":
+        if _is_kobert_json(_read_json(path)):
+            if path.name != "tokenizer.json":
+                raise TokenizerFileError(f"{path}: pass the folder holding it, or name it tokenizer.json")
+            return TokenizerSource(KOBERT_JSON, path)
+        sentencepiece_proto_from_json(_read_json(path), path)
+        return TokenizerSource(XLNET_JSON, path)
+    return TokenizerSource(SENTENCEPIECE, path)
+
+
 def get_tokenizer(path: str | Path | None = None):
     """A `transformers.PreTrainedTokenizerFast` for KoBERT.
 
     Its `save_pretrained` writes a directory that plain `AutoTokenizer.from_pretrained`
     loads in transformers 4.x and 5.x alike (see `write_portable_tokenizer_class`).
 
-    `path`: a SentencePiece model file (`.model`/`.spiece`), a directory holding
-    `tokenizer.json` (as written by `save_pretrained`) or a SentencePiece model,
+    `path`: a SentencePiece model file (`.model`/`.spiece`), a tokenizer.json, a folder
+    holding any tokenizer a KoBERT checkpoint may carry (see `find_tokenizer_source`),
     or None for the default shipped in `kobert/assets/tokenizer/`.
     """
     if path is None:
@@ -449,16 +596,4 @@ def get_tokenizer(path: str | Path | None = None):
                 f"{path}: the shipped default tokenizer is missing (no tokenizer.json); "
                 "reinstall kobert or pass a SentencePiece model path"
             )
-    path = Path(path)
-    if path.is_dir():
-        if (path / "tokenizer.json").is_file():
-            tokenizer = _tokenizer_class().from_pretrained(str(path))
-            split_words(tokenizer.backend_tokenizer)
-            return tokenizer
-        model_file = _find_model_file(path)
-        if model_file is None:
-            raise TokenizerFileError(f"{path}: directory has neither tokenizer.json nor a SentencePiece .model file")
-        path = model_file
-    if not path.exists():
-        raise TokenizerFileError(f"{path}: no such file or directory")
-    return _wrap(build_backend_tokenizer(path))
+    return find_tokenizer_source(path).load()
