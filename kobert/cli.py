@@ -67,11 +67,18 @@ def cmd_tokenizer_train(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from kobert.export import ParityFailure, export
+    import warnings
+
+    from kobert.export import ExportWarning, ParityFailure, export
 
     try:
-        result = export(args.src, args.out, targets=args.to, tokenizer=args.tokenizer, force=args.force,
-                        eval_set=args.eval_set)
+        with warnings.catch_warnings():  # an ExportWarning is one line, as it happens
+            warnings.simplefilter("always", ExportWarning)
+            others = warnings.showwarning
+            warnings.showwarning = lambda message, category, *rest: (
+                warn("export", str(message)) if issubclass(category, ExportWarning) else others(message, category, *rest))
+            result = export(args.src, args.out, targets=args.to, tokenizer=args.tokenizer, force=args.force,
+                            eval_set=args.eval_set)
     except ParityFailure as failure:
         print(failure.report.table())
         print(f"\nexport FAILED parity; nothing was written to {args.out}:", file=sys.stderr)

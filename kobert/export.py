@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,16 +81,24 @@ def parse_targets(spec: str | list[str] | None) -> list[str]:
     return targets
 
 
+class ExportWarning(UserWarning):
+    """The export was made, but the user should know something about it (one line; the CLI prints it)."""
+
+
 def find_tokenizer(src: Path | None, explicit: str | Path | None) -> Path | None:
-    """The tokenizer to ship: --tokenizer, else one that sits in the checkpoint directory."""
+    """The tokenizer to ship: --tokenizer, else the checkpoint directory when it holds tokenizer files
+    (which one, and how it becomes KoBERT's ids: `kobert.tokenizer.find_tokenizer_source`).
+
+    None (bare weights are a legitimate source) gives one ExportWarning naming --tokenizer.
+    """
     if explicit:
         return Path(explicit)
     if src is not None and src.is_dir():
-        if (src / "tokenizer.json").is_file():
+        if (src / "tokenizer.json").is_file() or any(p.suffix in (".model", ".spiece") for p in src.iterdir()):
             return src
-        spm = sorted(p for p in src.iterdir() if p.suffix in (".model", ".spiece"))
-        if spm:
-            return spm[0]
+    where = src if src is not None else "the checkpoint"
+    warnings.warn(f"{where}: no tokenizer found, so the export will not take text (`kobert run` needs one); "
+                  "pass --tokenizer PATH (a SentencePiece .model/.spiece or a tokenizer folder)", ExportWarning, stacklevel=2)
     return None
 
 
@@ -358,18 +367,19 @@ def _build(loaded: LoadedCheckpoint, staging: Path, targets: list[str], tokenize
 
 
 def _write_tokenizer(source: Path, target: Path, vocab_size: int) -> None:
-    from kobert.tokenizer import SP_MODEL_NAMES, _find_model_file, get_tokenizer
+    from kobert.tokenizer import SP_MODEL_NAMES, find_tokenizer_source
 
-    tokenizer = get_tokenizer(source)
+    recognised = find_tokenizer_source(source)
+    tokenizer = recognised.load()
     if len(tokenizer) > vocab_size:
         raise ExportError(f"{source}: the tokenizer has {len(tokenizer)} ids, more than the model's "
                           f"vocabulary of {vocab_size} (a different tokenizer than the model was trained with?)")
     tokenizer.save_pretrained(str(target))
     # save_pretrained writes tokenizer.json only; in-graph tokenizers (the tf-text target) need the
     # SentencePiece model itself, so it travels with the export when the source has one.
-    model_file = source if source.is_file() else _find_model_file(source)
-    if model_file is not None:
-        shutil.copyfile(model_file, target / SP_MODEL_NAMES[0])
+    model = recognised.sentencepiece_model()
+    if model is not None:
+        (target / SP_MODEL_NAMES[0]).write_bytes(model)
 
 
 def _torch_version() -> str:

@@ -125,6 +125,17 @@ def test_kobert_ordered_spiece_model_keeps_its_own_ids(model_file, saved_by_xlne
     assert_kobert_ids(get_tokenizer(folder), reference)
 
 
+def test_tokenize_command_on_an_xlnet_saved_folder(small_tokenizer_dir, tmp_path, capsys):
+    """`kobert tokenize --tokenizer DIR` (was an OverflowError traceback: XLNet's unbounded model_max_length)."""
+    from kobert.cli import main
+
+    model_file = small_tokenizer_dir / "tokenizer.model"
+    folder = checkpoint_folder(tmp_path, model_file, "tokenizer.json (transformers 5 XLNetTokenizer)")
+    assert main(["tokenize", "--tokenizer", str(folder), "--pair", PAIRS[0][1], PAIRS[0][0]]) == 0
+    ids_a, ids_b = (Reference(model_file).ids(text) for text in PAIRS[0])
+    assert json.loads(capsys.readouterr().out)["input_ids"] == [CLS, *ids_a, SEP, *ids_b, SEP]
+
+
 def test_xlnet_tokenizer_without_its_vocabulary_is_one_clear_error(small_tokenizer_dir, tmp_path):
     """transformers 5's `XLNetTokenizer(vocab_file=...)` ignores the file: its tokenizer.json has one piece."""
     from transformers import XLNetTokenizer
@@ -137,3 +148,53 @@ def test_xlnet_tokenizer_without_its_vocabulary_is_one_clear_error(small_tokeniz
     with pytest.raises(TokenizerFileError, match=r"tokenizer\.json: .*--tokenizer") as error:
         get_tokenizer(tmp_path)
     assert "\n" not in str(error.value)
+
+
+# ----------------------------------------------------------------- export and run
+
+
+@pytest.fixture(scope="module")
+def bare_checkpoint(tmp_path_factory):
+    """A tiny KoBERT classifier: weights and config only, no tokenizer (as `kobert init` writes it)."""
+    from kobert.checkpoint import init_checkpoint
+    from kobert.config import preset
+
+    return init_checkpoint(preset("tiny").with_head("sequence_classification", 2), tmp_path_factory.mktemp("ck") / "ck")
+
+
+def test_transformers_saved_checkpoint_exports_and_runs_with_kobert_ids(bare_checkpoint, small_tokenizer_dir,
+                                                                         tmp_path, capsys):
+    """The issue's checkpoint: transformers 5's XLNetTokenizer files next to the weights (was KeyError: 'token_type_ids')."""
+    import sentencepiece
+
+    from kobert import runtimes
+    from kobert.cli import main
+
+    model_file = small_tokenizer_dir / "tokenizer.model"
+    source = checkpoint_folder(tmp_path, model_file, "tokenizer.json (transformers 5 XLNetTokenizer)")
+    for name in ("config.json", "model.safetensors"):
+        shutil.copyfile(bare_checkpoint / name, source / name)
+    assert main(["export", str(source), "--to", "onnx", "--out", str(tmp_path / "export"), "--quiet"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    reference = Reference(model_file)
+    with runtimes.load(tmp_path / "export", runtime="onnx") as runtime:
+        encoded = runtime.encode(SENTENCES[:4])
+        for row, text in zip(encoded["input_ids"], SENTENCES[:4]):
+            assert row[row != 1].tolist() == [CLS, *reference.ids(text), SEP]
+    # The rebuilt SentencePiece model travels with the export (tf-text's in-graph tokenizer reads it).
+    rebuilt = sentencepiece.SentencePieceProcessor(model_file=str(tmp_path / "export" / "tokenizer" / "tokenizer.model"))
+    assert [rebuilt.encode(t) for t in SENTENCES] == [reference.sp.encode(t) for t in SENTENCES]
+    assert main(["run", str(tmp_path / "export"), "--runtime", "onnx", "--output", "logits", "정말 재밌어요"]) == 0
+    assert json.loads(capsys.readouterr().out)["text"] == "정말 재밌어요"
+
+
+def test_checkpoint_without_tokenizer_exports_with_one_warning_and_run_says_how_to_add_one(bare_checkpoint, tmp_path,
+                                                                                          capsys):
+    from kobert.cli import main
+
+    assert main(["export", str(bare_checkpoint), "--to", "onnx", "--out", str(tmp_path / "export"), "--quiet"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert len(warnings) == 1 and warnings[0].startswith("kobert export: warning: ") and "--tokenizer" in warnings[0]
+    assert main(["run", str(tmp_path / "export"), "--runtime", "onnx", "정말 재밌어요"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "this export has no tokenizer" in error and "--tokenizer" in error
