@@ -478,10 +478,11 @@ def sentencepiece_proto_from_json(tokenizer_json: dict, file: Path):
     vocab = model.get("vocab") or []
     if model.get("type") != "Unigram" or not charsmaps or len(vocab) <= len(SPECIAL_TOKENS):
         kind = model.get("type") or "unknown"
+        # transformers 5's XLNetTokenizer(vocab_file=...) ignores the file and saves a one-piece Unigram.
+        why = " (what transformers 5's XLNetTokenizer(vocab_file=...) saves)" if kind == "Unigram" else ""
         raise TokenizerFileError(
-            f"{file}: a {kind} tokenizer.json with {len(vocab)} pieces and no SentencePiece charsmap, so not a "
-            "KoBERT tokenizer (transformers 5's XLNetTokenizer(vocab_file=...) ignores the file); pass KoBERT's "
-            "SentencePiece model with --tokenizer FILE.spiece")
+            f"{file}: a {kind} tokenizer.json with {len(vocab):,} piece(s) and no SentencePiece charsmap{why}, "
+            "not a KoBERT tokenizer; pass KoBERT's SentencePiece model with --tokenizer FILE.spiece")
     specials = {t.get("content") for t in tokenizer_json.get("added_tokens") or [] if t.get("special")}
     proto, kinds = pb.ModelProto(), pb.ModelProto.SentencePiece
     for index, (piece, score) in enumerate(vocab):

@@ -10,6 +10,7 @@ Runs everywhere on a model trained here; on KoBERT's own model too when ../share
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -123,6 +124,30 @@ def test_kobert_ordered_spiece_model_keeps_its_own_ids(model_file, saved_by_xlne
     assert [sp.encode(text) for text in SENTENCES] == [reference.ids(text) for text in SENTENCES]
     folder = xlnet_save_pretrained(tmp_path / "hub", tmp_path / "saved") if saved_by_xlnet else tmp_path / "hub"
     assert_kobert_ids(get_tokenizer(folder), reference)
+
+
+HF4_PYTHON = Path(__file__).resolve().parents[1] / ".venv-hf4" / "bin" / "python"
+
+
+@pytest.mark.parametrize("keep_spiece", [True, False])
+def test_transformers_4_xlnet_tokenizer_fast_folder(small_tokenizer_dir, keep_spiece, tmp_path):
+    """transformers 4's layout: XLNetTokenizerFast.save_pretrained writes spiece.model, its own tokenizer.json
+    (charsmap inside, `A <sep> <cls>`), added_tokens.json and special_tokens_map.json."""
+    import subprocess
+
+    from kobert.tokenizer import get_tokenizer
+
+    if not HF4_PYTHON.is_file():
+        pytest.skip(f"{HF4_PYTHON}: no transformers 4 venv")
+    model_file = small_tokenizer_dir / "tokenizer.model"
+    script = ("import sys; from transformers import XLNetTokenizerFast; "
+              "XLNetTokenizerFast(vocab_file=sys.argv[1]).save_pretrained(sys.argv[2])")
+    subprocess.run([str(HF4_PYTHON), "-c", script, str(model_file), str(tmp_path)], check=True, timeout=300,
+                   capture_output=True, env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
+    assert {"spiece.model", "tokenizer.json"} <= {p.name for p in tmp_path.iterdir()}
+    if not keep_spiece:
+        (tmp_path / "spiece.model").unlink()
+    assert_kobert_ids(get_tokenizer(tmp_path), Reference(model_file))
 
 
 def test_tokenize_command_on_an_xlnet_saved_folder(small_tokenizer_dir, tmp_path, capsys):
