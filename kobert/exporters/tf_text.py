@@ -22,6 +22,8 @@ What the graph reproduces, from kobert's tokenizer (`kobert.tokenizer`, `kobert.
   NORMAL pieces sorted by code point (`kobert_vocab`); a constant map takes
   each SentencePiece id to its KoBERT id (`<unk>` to [UNK]=0).
 - `[CLS] A [SEP]` and `[CLS] A [SEP] B [SEP]` with token type 1 on `B [SEP]`.
+- "[CLS]", "[SEP]", "[PAD]", "[MASK]", "[UNK]" written in a text are those tokens, and the
+  text between them is tokenized piece by piece, as `tokenizers` does (`KoBertTextTF.kobert_ids`).
 - truncation to `TextEncoder`'s length, min(model positions, the tokenizer's
   model_max_length), longest-first for pairs exactly as `tokenizers` does it.
 - padding with [PAD]=1 to the longest row of the batch.
@@ -127,9 +129,29 @@ class KoBertTextTF(tf.Module):
         self.max_length = max_length
         self.cls, self.sep, self.pad = (SPECIAL_TOKENS.index(t) for t in ("[CLS]", "[SEP]", "[PAD]"))
 
-    def kobert_ids(self, text) -> tf.RaggedTensor:
-        pieces = self.sentencepiece.tokenize(text)
-        return tf.ragged.map_flat_values(lambda ids: tf.gather(self.id_map, ids), pieces)
+    def kobert_ids(self, text, specials: tuple[str, ...] = SPECIAL_TOKENS) -> tf.RaggedTensor:
+        """KoBERT ids per text, reading "[CLS]", "[SEP]", ... in the text as those tokens, as `tokenizers` does.
+
+        kobert's tokenizer.json (like every BERT tokenizer in transformers) matches its special tokens
+        in the raw text and tokenizes the pieces between them on their own. Here: split on one special
+        at a time (`tf.strings.split`, which keeps NUL bytes, unlike tensorflow-text's regex_split),
+        then put that special's id between the pieces. No special overlaps another ("[" ... "]"), so
+        splitting one after the other matches them as `tokenizers` does, leftmost first.
+        """
+        if not specials:
+            pieces = self.sentencepiece.tokenize(text)
+            return tf.ragged.map_flat_values(lambda ids: tf.gather(self.id_map, ids), pieces)
+        segments = tf.strings.split(text, specials[0])  # [texts, segments]: "a[SEP]b" -> "a", "b"
+        ids = self.kobert_ids(segments.flat_values, specials[1:])  # [segments, pieces]
+        # The special follows every segment but a text's last (a text has at least one segment, maybe "").
+        last = tf.scatter_nd(segments.row_splits[1:, None] - 1, tf.ones_like(segments.row_lengths()),
+                             tf.shape(segments.flat_values, out_type=tf.int64))
+        follows = 1 - last
+        special_id = SPECIAL_TOKENS.index(specials[0])
+        between = tf.RaggedTensor.from_row_lengths(tf.fill([tf.reduce_sum(follows)], tf.constant(special_id, tf.int64)),
+                                                   follows)
+        joined = tf.concat([ids, between], axis=1)
+        return segments.with_flat_values(joined).merge_dims(1, 2)
 
     def special(self, token: int, like: tf.RaggedTensor) -> tf.RaggedTensor:
         """One `token` per row, as a ragged column to concatenate."""

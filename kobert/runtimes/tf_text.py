@@ -76,6 +76,9 @@ class TFTextRuntime(TensorFlowRuntime):
         for window in windows(rows, batch_size * WINDOW_BATCHES):
             firsts = window if pairs is None else [a for a, _ in window]
             seconds = None if pairs is None else [b for _, b in window]
+            # Checked here, numbered within the window as `Runtime.stream` numbers them, not within a sorted batch.
+            firsts = [check_text(t, f"text {i}") for i, t in enumerate(firsts)]
+            seconds = None if seconds is None else [check_text(t, f"pair {i}") for i, t in enumerate(seconds)]
             sizes = [len(a) + (0 if seconds is None else len(seconds[i])) for i, a in enumerate(firsts)]
             results: list = [None] * len(window)
             for batch in length_sorted_batches(sizes, batch_size):
