@@ -95,7 +95,7 @@ def shipped_tokenizer():
     return get_tokenizer(shipped("tokenizer")), SpecialsAwareReference(Reference(model_file))
 
 
-@settings(FUZZ, max_examples=150)
+@settings(FUZZ, max_examples=60)
 @given(text=st.one_of(VALID_TEXT, LONG_TEXT))
 @example(text="가[MASK]나 a\x00b[SEP]\x00")
 def test_tokenizer_ids_equal_sentencepiece(shipped_tokenizer, text):
