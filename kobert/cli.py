@@ -407,9 +407,7 @@ def cmd_eval_nsmc(args) -> int:
     test = read_nsmc(locate_nsmc(args.nsmc_dir) / "ratings_test.txt", limit=args.limit)
     results = evaluate_export(args.dir, test.texts, test.labels, batch_size=args.batch_size)
     print(table(results, len(test)))
-    worst = min(r.agreement for r in results)
-    print(f"\nlowest agreement with torch: {100 * worst:.3f} %")
-    return 0 if worst >= args.min_agreement else 1
+    return _agreement_verdict(results, args.min_agreement)
 
 
 def cmd_eval_task(args) -> int:
@@ -420,12 +418,23 @@ def cmd_eval_task(args) -> int:
     data = read_task(args.eval_command, "eval", args.data_dir, args.limit)
     results = evaluate_task(args.dir, args.eval_command, data, batch_size=args.batch_size)
     print(task_table(args.eval_command, results, len(data)))
-    worst = min(r.agreement for r in results)
-    print(f"\nlowest agreement with torch: {100 * worst:.3f} %")
+    verdict = _agreement_verdict(results, args.min_agreement)
     if args.eval_command == "qa":
         print("note: KorQuAD 1.0 dev split by article (seed 0); trained on 80 % of its articles, scored on the "
               "rest: not comparable to published dev scores")
-    return 0 if worst >= args.min_agreement else 1
+    return verdict
+
+
+def _agreement_verdict(results, min_agreement: float | None) -> int:
+    """Exit 1 when a runtime agrees with torch less than its tier's gate allows (or `--min-agreement`)."""
+    from kobert.evaluate import below_floor
+
+    worst = min(r.agreement for r in results)
+    print(f"\nlowest agreement with torch: {100 * worst:.3f} %")
+    failed = below_floor(results, min_agreement)
+    for line in failed:
+        print(f"  {line}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_setup_mxnet(args) -> int:
@@ -581,7 +590,8 @@ def _add_eval(commands) -> None:
     e.add_argument("--limit", type=int, default=None, help="only the first N test reviews")
     e.add_argument("--batch-size", type=positive_int, default=128)
     add_noise_options(e)
-    e.add_argument("--min-agreement", type=float, default=0.999, help="exit 1 below this agreement with torch")
+    e.add_argument("--min-agreement", type=float, default=None,
+                   help="exit 1 below this agreement with torch (default: each tier's gate, 0.999 exact, 0.997 lossy)")
     e.set_defaults(func=cmd_eval_nsmc)
     for task, what in (("ynat", "KLUE YNAT dev macro-F1"), ("ner", "KMOU 2016klp test strict entity F1"),
                        ("sts", "KorSTS test Spearman (cross-encoder, and bi-encoder cosine)"),
@@ -593,7 +603,8 @@ def _add_eval(commands) -> None:
         e.add_argument("--limit", type=int, default=None, help="only the first N eval examples")
         e.add_argument("--batch-size", type=positive_int, default=64)
         add_noise_options(e)
-        e.add_argument("--min-agreement", type=float, default=0.999, help="exit 1 below this agreement with torch")
+        e.add_argument("--min-agreement", type=float, default=None,
+                       help="exit 1 below this agreement with torch (default: each tier's gate, 0.999 exact, 0.997 lossy)")
         e.set_defaults(func=cmd_eval_task)
 
 

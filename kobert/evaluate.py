@@ -71,6 +71,26 @@ def evaluate_export(export_dir, texts: list[str], labels: list[int], batch_size:
     return results
 
 
+def agreement_floor(name: str) -> float:
+    """The least agreement with torch an artifact may show: its parity gate's (`ParityGate.agreement_floor`:
+    99.9 % for exact artifacts, 99.7 % for the lossy tiers); the torch reference itself is exact."""
+    from kobert import registry
+    from kobert.parity import EXACT_AGREEMENT_FLOOR, GATES
+
+    target = registry.TARGETS.get(name)
+    return GATES[target.gate].agreement_floor if target is not None else EXACT_AGREEMENT_FLOOR
+
+
+def below_floor(results: list, min_agreement: float | None = None) -> list[str]:
+    """The runtimes whose agreement with torch is under their floor (`min_agreement` for all, when given)."""
+    found = []
+    for r in results:
+        floor = agreement_floor(r.name) if min_agreement is None else min_agreement
+        if not r.agreement >= floor:
+            found.append(f"{r.name}: agreement with torch {100 * r.agreement:.3f} % < {100 * floor:.1f} %")
+    return found
+
+
 def table(results: list[RuntimeAccuracy], examples: int) -> str:
     rows = [f"| runtime | accuracy ({examples:,} reviews) | agreement with torch | seconds |", "|---|---|---|---|"]
     rows += [f"| {r.name} | {100 * r.accuracy:.2f} % | {100 * r.agreement:.3f} % | {r.seconds:.1f} |" for r in results]

@@ -21,7 +21,7 @@ import numpy as np
 from kobert import registry
 from kobert.checkpoint import LoadedCheckpoint, load_checkpoint, save_hf_checkpoint
 from kobert.parity import (FP32_TOLERANCE, GATES, ArtifactParity, ParityReport, check_runtime, golden_cases,
-                           metric_gate, task_gate)
+                           metric_gate, predicted_labels, task_gate)
 from kobert.progress import say
 from kobert.runtimes.base import IntegrityError, files_under, read_manifest, sha256_file, verify_files
 from kobert.staging import STAGING_MARKER, remove_stale_staging  # noqa: F401  (importable from here, as before)
@@ -121,6 +121,22 @@ class EvalSet:
     task: str | None
     data: object
     source: str  # for the report: " ner.test", " eval.tsv"
+    spec: str = ""  # as given, so `kobert parity` reads the same examples again
+    path: Path | None = None  # the file the examples were read from
+
+    def record(self) -> dict:
+        """The manifest's `eval_set`: what `kobert parity` re-judges the lossy tiers with."""
+        return {"spec": self.spec, "path": str(self.path), "sha256": sha256_file(self.path)}
+
+
+def _task_eval_file(task: str, path: str) -> Path:
+    from kobert import datasets
+
+    if path:
+        return Path(path).absolute()
+    if task == "nsmc":
+        return datasets.locate_nsmc() / datasets.NSMC_FILES["test"]
+    return datasets.task_file(task, "eval")
 
 
 def load_eval_set(spec: str | Path) -> EvalSet:
@@ -136,42 +152,74 @@ def load_eval_set(spec: str | Path) -> EvalSet:
             raise ExportError(f"{path}: eval set not found")
         try:
             data = datasets.read_task_file(task, path) if path else datasets.read_task(task, "eval")
+            return EvalSet(task, data, f" {Path(path).name if path else task + ' eval split'}", text,
+                           _task_eval_file(task, path))
         except (FileNotFoundError, ValueError) as e:
             raise ExportError(f"--eval-set {text}: {e}") from None
-        return EvalSet(task, data, f" {Path(path).name if path else task + ' eval split'}")
     if not Path(text).is_file():
         raise ExportError(f"{text}: eval set not found (a labelled TSV, or TASK / TASK:PATH with TASK one of "
                           f"{', '.join(TASK_METRICS)})")
     texts, labels = read_eval_set(text)
-    return EvalSet(None, (texts, labels), f" {Path(text).name}")
+    return EvalSet(None, (texts, labels), f" {Path(text).name}", str(Path(text).absolute()), Path(text).absolute())
+
+
+def recorded_eval_set(export_dir: Path, manifest: dict) -> EvalSet | None:
+    """The eval set an export's lossy tiers were judged on (manifest `eval_set`), read again and
+    checked to be the same file (sha256); None when the export was judged without one."""
+    recorded = manifest.get("eval_set")
+    if not recorded:
+        return None
+    eval_set = load_eval_set(recorded["spec"])
+    if sha256_file(eval_set.path) != recorded["sha256"]:
+        raise ExportError(f"{eval_set.path}: the eval set {export_dir} was judged on has changed (sha256 "
+                          f"{recorded['sha256'][:12]}... recorded in manifest.json)")
+    return eval_set
 
 
 def _logits_over(runtime, encoded: list[dict]) -> np.ndarray:
     return np.concatenate([runtime.run(**batch)["logits"] for batch in encoded])
 
 
+def _golden_labels(outputs_of, cases, config) -> np.ndarray:
+    """Every head output's predicted labels on the golden inputs (`kobert.parity.predicted_labels`)."""
+    return np.concatenate([predicted_labels(outputs_of(case), case.attention_mask, config.head_outputs,
+                                            config.per_token_outputs) for case in cases])
+
+
+def unjudgeable(config, eval_set: EvalSet | None) -> str:
+    """Why the lossy tiers' label check cannot judge this model with this eval set ("" when it can)."""
+    if eval_set is not None and eval_set.task is not None:
+        return ""
+    if config.head == "sequence_classification" and config.num_labels == 1:
+        return "a 1-label (regression) head has no labels to compare; give --eval-set sts (or sts:PATH)"
+    if eval_set is not None and config.head != "sequence_classification":
+        return (f"{eval_set.source.strip()}: a labelled TSV judges a sequence classifier; this model has a "
+                f"{config.head!r} head (give --eval-set TASK)")
+    return ""
+
+
 class _TaskData:
     """What the lossy tiers' task gate compares with, computed once per export on the fp32 reference:
-    the task's metrics on its eval set, or, for a sequence classifier, logits on a labelled TSV or
-    on the golden inputs."""
+    the task's metrics on its eval set, the logits of a sequence classifier on a labelled TSV, or every
+    head's predicted labels on the golden inputs."""
 
     def __init__(self, reference_runtime, cases, reference: dict, eval_set: EvalSet | None):
         from kobert.evaluate import predict_task, score
 
-        self.eval_set, self.labels, self.source = eval_set, None, ""
+        self.eval_set, self.labels, self.source, self.cases = eval_set, None, "", cases
+        self.config = reference_runtime.config
         if eval_set is not None and eval_set.task is not None:
             task, data = eval_set.task, eval_set.data
             self.reference_metrics = score(task, predict_task(task, reference_runtime, data), data)
             return
         if eval_set is None:
-            self.encoded = [case.inputs() for case in cases]
-            self.reference_logits = np.concatenate([reference[case.name]["logits"] for case in cases])
+            self.reference_labels = _golden_labels(lambda case: reference[case.name], cases, self.config)
             return
         texts, self.labels = eval_set.data
         self.source = eval_set.source
         # The runtimes' own encoder, so the gate scores exactly what `kobert eval` and `kobert run` see.
         self.encoded = [reference_runtime.encode(texts[start:start + 32]) for start in range(0, len(texts), 32)]
-        self.reference_logits = _logits_over(reference_runtime, self.encoded)
+        self.reference_labels = _logits_over(reference_runtime, self.encoded).argmax(-1)
 
     def judge(self, runtime, gate) -> tuple[str, dict, str]:
         """(check result, figures for parity.json, what the check was judged against)."""
@@ -185,8 +233,12 @@ class _TaskData:
                                          len(data), self.eval_set.source)
             limits = ", ".join(f"{m} within {gate.max_metric_delta_points[m]}" for m in gated)
             return check, figures, f"{limits} points of fp32"
-        check, figures = task_gate(self.reference_logits, _logits_over(runtime, self.encoded), self.labels,
-                                   gate.max_accuracy_delta_points, self.source)
+        if self.eval_set is None:
+            candidate = _golden_labels(lambda case: runtime.run(**case.inputs()), self.cases, self.config)
+        else:
+            candidate = _logits_over(runtime, self.encoded).argmax(-1)
+        check, figures = task_gate(self.reference_labels, candidate, self.labels, gate.max_accuracy_delta_points,
+                                   self.source)
         return check, figures, f"accuracy within {gate.max_accuracy_delta_points} points of fp32"
 
 
@@ -248,10 +300,9 @@ def check_parity(export_dir: Path, manifest: dict, tolerance: float = FP32_TOLER
                 continue
             with runtime:
                 parity = check_runtime(artifact, runtime, reference, cases, gate, config.per_token_outputs)
-                if gate.task_gate and not parity.error:
-                    if config.head != "sequence_classification" and (eval_set is None or eval_set.task is None):
-                        parity.task = {"measured_on": "nothing: without --eval-set TASK the task gate needs a "
-                                                      "sequence-classification head"}
+                if gate.task_gate and not parity.error and config.head != "none":
+                    if unjudgeable(config, eval_set):
+                        parity.checks["task"] = f"cannot be judged: {unjudgeable(config, eval_set)}"
                     else:
                         if task_data is None:
                             task_data = _TaskData(reference_runtime, cases, reference, eval_set)
@@ -291,6 +342,8 @@ def export(src: str | Path, out: str | Path, targets: str | list[str] | None = N
         manifest = _build(loaded, staging, targets, tokenizer_path)
         say("parity: every artifact against the transformers reference")
         report = check_parity(staging, manifest, tolerance, eval_set)
+        if eval_set is not None:
+            manifest["eval_set"] = eval_set.record()
         for name, parity in report.artifacts.items():
             manifest["artifacts"][name]["parity"] = parity.to_dict()
         with writing("manifest.json and parity.json", out.parent):
@@ -389,6 +442,8 @@ def _torch_version() -> str:
 
 
 def reparity(export_dir: str | Path, tolerance: float = FP32_TOLERANCE) -> ParityReport:
-    """`kobert parity DIR`: re-check an existing export (file integrity, then parity) against its stored reference."""
+    """`kobert parity DIR`: re-check an existing export (file integrity, then parity) against its stored
+    reference, the lossy tiers on the eval set the export recorded (the same file, by sha256)."""
     export_dir = Path(export_dir)
-    return check_parity(export_dir, read_manifest(export_dir), tolerance)
+    manifest = read_manifest(export_dir)
+    return check_parity(export_dir, manifest, tolerance, recorded_eval_set(export_dir, manifest))
