@@ -258,14 +258,17 @@ def verify_export(export_dir: Path, manifest: dict) -> dict[str, str]:
 
 
 def check_parity(export_dir: Path, manifest: dict, tolerance: float = FP32_TOLERANCE,
-                 eval_set: str | Path | EvalSet | None = None) -> ParityReport:
-    """Run every artifact of an export directory against the reference checkpoint stored in it.
+                 eval_set: str | Path | EvalSet | None = None, source: Path | None = None) -> ParityReport:
+    """Run every artifact of an export directory against the reference outputs.
 
     Every file is first checked against the manifest's sha256: a file that
     differs fails its artifact (a modified reference or tokenizer fails them
-    all). Each artifact is then judged by its registry gate; int8 tiers also by
-    the task gate: on `eval_set` when given (see `load_eval_set`), else, for a
-    sequence classifier, on the golden inputs' predicted labels.
+    all). The reference outputs come from `source` (a Hugging Face folder)
+    opened by transformers itself when given, and the `reference/` copy is then
+    judged against it as its own line (`_against_source`); else from
+    `reference/`. Each artifact is judged by its registry gate; int8 tiers also
+    by the task gate: on `eval_set` when given (see `load_eval_set`), else on
+    every head's predicted labels on the golden inputs.
     """
     from kobert import runtimes
     from kobert.config import KoBertConfig
@@ -283,8 +286,10 @@ def check_parity(export_dir: Path, manifest: dict, tolerance: float = FP32_TOLER
     with runtimes.load(export_dir, runtime="torch", verify=False) as reference_runtime:
         tokenizer = reference_runtime.tokenizer if manifest.get("tokenizer") else None
         cases = golden_cases(config.vocab_size, config.max_position_embeddings, tokenizer)
-        reference = {case.name: reference_runtime.run(**case.inputs()) for case in cases}
-        task_data = None  # built on first use: only an int8 tier needs the eval set's reference outputs
+        report.reference_source = reference_note(manifest, source)
+        reference = (source and _against_source(export_dir, source, config, reference_runtime, cases, report)) or {
+            case.name: reference_runtime.run(**case.inputs()) for case in cases}
+        task_data = None
         for number, artifact in enumerate(manifest["artifacts"], start=1):
             say(f"parity {number}/{len(manifest['artifacts'])}: {artifact}")
             target = registry.TARGETS.get(artifact)
@@ -303,13 +308,48 @@ def check_parity(export_dir: Path, manifest: dict, tolerance: float = FP32_TOLER
                 if gate.task_gate and not parity.error and config.head != "none":
                     if unjudgeable(config, eval_set):
                         parity.checks["task"] = f"cannot be judged: {unjudgeable(config, eval_set)}"
-                    else:
-                        if task_data is None:
-                            task_data = _TaskData(reference_runtime, cases, reference, eval_set)
+                    else:  # built on first use: only an int8 tier needs the eval set's reference outputs
+                        task_data = task_data or _TaskData(reference_runtime, cases, reference, eval_set)
                         parity.checks["task"], parity.task, parity.check_tolerances["task"] = task_data.judge(
                             runtime, gate)
             report.artifacts[artifact] = parity
     return report
+
+
+def reference_note(manifest: dict, source: Path | None) -> str:
+    """What the artifacts were judged against, in words (the report's `reference_source`)."""
+    if source is not None:
+        return f"transformers' from_pretrained on the source folder {source}"
+    if (manifest.get("source") or {}).get("kind") == "legacy":
+        return ("reference/: transformers running kobert's reading of a legacy file, which transformers cannot "
+                "read itself (the names are mapped by one table, tested in tests/test_checkpoint.py; the head "
+                "count is not stored and taken as 64-wide heads)")
+    return "reference/ (at export it was checked bit-exact against the source read by transformers)"
+
+
+def _against_source(export_dir: Path, source: Path, config, reference_runtime, cases,
+                    report: ParityReport) -> dict | None:
+    """The source through transformers itself gives the reference outputs; the `reference/` copy (kobert's
+    reading, written back) is judged against them as its own report line: bit-exact weights, fp32 outputs.
+    A source transformers cannot fully read (tensors it would make up) leaves `reference/` the judge."""
+    from kobert.runtimes.torch import SourceRuntime, load_source_model, weight_differences
+
+    architecture = config.head_spec.architecture
+    model, made_up = load_source_model(source, architecture)
+    if made_up:
+        report.reference_source = (f"reference/: transformers would initialise {', '.join(made_up[:3])} of "
+                                   f"{source} at random, so the source cannot be the judge")
+        return None
+    judge = SourceRuntime(model)
+    outputs = {case.name: judge.run(**case.inputs()) for case in cases}
+    copy = check_runtime(registry.REFERENCE, reference_runtime, outputs, cases, GATES["fp32"].with_max_abs(
+        report.tolerance), config.per_token_outputs)
+    differ = weight_differences(model, load_source_model(export_dir / registry.REFERENCE, architecture)[0])
+    copy.checks["weights_equal_source"] = "ok" if not differ else (
+        f"{len(differ)} tensors of reference/ differ from the source's: {', '.join(differ[:3])}")
+    copy.check_tolerances["weights_equal_source"] = "bit-exact, both read by transformers' from_pretrained"
+    report.artifacts[registry.REFERENCE] = copy
+    return outputs
 
 
 def export(src: str | Path, out: str | Path, targets: str | list[str] | None = None,
@@ -341,11 +381,12 @@ def export(src: str | Path, out: str | Path, targets: str | list[str] | None = N
     with writing("the export", out.parent), staging_folder(out, ExportError, "the export") as staging:
         manifest = _build(loaded, staging, targets, tokenizer_path)
         say("parity: every artifact against the transformers reference")
-        report = check_parity(staging, manifest, tolerance, eval_set)
+        source = loaded.path if loaded.path is not None and loaded.path.is_dir() else None
+        report = check_parity(staging, manifest, tolerance, eval_set, source)
         if eval_set is not None:
             manifest["eval_set"] = eval_set.record()
         for name, parity in report.artifacts.items():
-            manifest["artifacts"][name]["parity"] = parity.to_dict()
+            (manifest["artifacts"].get(name) or manifest[registry.REFERENCE])["parity"] = parity.to_dict()
         with writing("manifest.json and parity.json", out.parent):
             write_json(staging / "manifest.json", manifest)
             write_json(staging / "parity.json", report.to_dict())

@@ -172,6 +172,7 @@ class ArtifactParity:
 class ParityReport:
     artifacts: dict[str, ArtifactParity] = field(default_factory=dict)
     tolerance: float = FP32_TOLERANCE  # the fp32 max-abs every max-abs gate used
+    reference_source: str = ""  # what the reference outputs came from, in words
 
     @property
     def passed(self) -> bool:
@@ -182,13 +183,15 @@ class ParityReport:
         return [f for a in self.artifacts.values() for f in a.failures]
 
     def to_dict(self) -> dict:
-        return {"passed": self.passed, "tolerance": self.tolerance,
+        return {"passed": self.passed, "tolerance": self.tolerance, "reference_source": self.reference_source,
                 "artifacts": {name: a.to_dict() for name, a in self.artifacts.items()}}
 
     def table(self) -> str:
         """Markdown table: one row per artifact x output."""
         rows = ["| artifact | runtime | output | max-abs | mean-abs | max-rel | min cosine | result |",
                 "|---|---|---|---|---|---|---|---|"]
+        if self.reference_source:
+            rows.append(f"| (judged against) | | {self.reference_source} | | | | | |")
         for name, a in self.artifacts.items():
             if a.error:
                 rows.append(f"| {name} | {a.runtime} | - | - | - | - | - | FAIL: {a.error} |")

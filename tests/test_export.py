@@ -42,6 +42,33 @@ def test_manifest_contract(exported):
     assert entry["parity"]["passed"] is True
     parity = json.loads((exported / "parity.json").read_text())
     assert parity["passed"] is True and parity["artifacts"]["onnx"]["outputs"]["logits"]["max_abs"] <= 1e-4
+    # Judged against the source read by transformers; the reference/ copy is its own line, bit-exact.
+    assert parity["reference_source"].startswith("transformers' from_pretrained on the source folder")
+    assert parity["artifacts"]["reference"]["checks"]["weights_equal_source"] == "ok"
+    assert manifest["reference"]["parity"]["passed"] is True
+
+
+def test_a_swapped_tensor_in_the_canonical_reading_fails_parity(checkpoint, tmp_path, monkeypatch):
+    """Two same-shape tensors swapped while kobert reads the source: the artifacts and reference/ carry the
+    error together, so only a judge that reads the source itself (transformers) can see it."""
+    import kobert.checkpoint as reading
+
+    real = reading.read_tensors
+    query, key = (f"bert.encoder.layer.0.attention.self.{name}.weight" for name in ("query", "key"))
+
+    def swapped(path):
+        state = dict(real(path))
+        state[query], state[key] = state[key], state[query]
+        return state
+
+    monkeypatch.setattr(reading, "read_tensors", swapped)
+    with pytest.raises(ParityFailure) as failure:
+        export(checkpoint, tmp_path / "out", targets="onnx")
+    failures = failure.value.report.failures
+    assert any(line.startswith("onnx.last_hidden_state: max-abs") for line in failures), failures
+    assert (f"reference: weights_equal_source: 2 tensors of reference/ differ from the source's: {key}, {query}"
+            in failures)
+    assert not (tmp_path / "out").exists()
 
 
 def test_plain_onnxruntime_from_manifest_matches_transformers(exported, checkpoint, transformers_reference):

@@ -52,6 +52,40 @@ def load_reference_model(src: str | Path):
     return build_reference_model(load_checkpoint(src).weights)
 
 
+def load_source_model(folder: Path, architecture: str):
+    """A Hugging Face checkpoint folder opened by transformers itself (eager attention, eval mode, float32):
+    the judge's reference for an export of it, independent of kobert's reading of the same files. Also
+    the tensors transformers had to make up (missing from the folder): such a model is no reference."""
+    import transformers
+
+    model, info = getattr(transformers, architecture).from_pretrained(
+        str(folder), attn_implementation="eager", dtype=torch.float32, output_loading_info=True)
+    made_up = [k for k in info.get("missing_keys", ()) if not k.endswith(("position_ids", "token_type_ids"))]
+    return model.eval(), made_up
+
+
+def weight_differences(model, other) -> list[str]:
+    """The tensors in which two transformers models differ (names, shapes or any bit); empty when equal."""
+    mine, theirs = model.state_dict(), other.state_dict()
+    differ = sorted(set(mine) ^ set(theirs))
+    differ += [name for name in sorted(set(mine) & set(theirs))
+               if mine[name].shape != theirs[name].shape or not torch.equal(mine[name], theirs[name])]
+    return differ
+
+
+class SourceRuntime:
+    """A transformers model with the runtime's `run(ids, mask, types)`: the source checkpoint as judge."""
+
+    name = "transformers"
+
+    def __init__(self, model):
+        self.model = model
+
+    def run(self, input_ids, attention_mask, token_type_ids) -> dict[str, np.ndarray]:
+        return reference_outputs(self.model, {"input_ids": input_ids, "attention_mask": attention_mask,
+                                              "token_type_ids": token_type_ids})
+
+
 def reference_outputs(model, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """All kobert outputs of a transformers BertModel / BertFor... model, as float32 numpy."""
     tensors = {name: torch.from_numpy(np.asarray(a, dtype=np.int64)) for name, a in inputs.items()}
