@@ -537,7 +537,8 @@ def _add_run(commands) -> None:
                    help="embeddings; raw logits; labels (sequence classification); entities (token "
                         "classification); answer (question answering: --question, or TEXT = question<TAB>context)")
     p.add_argument("--question", default=None, help="with --output answer: the question every TEXT is a context of")
-    p.add_argument("--pooling", choices=["cls", "mean"], default="cls")
+    p.add_argument("--pooling", choices=["cls", "mean"], default="mean",
+                   help="with --output embeddings: the mean over valid tokens (default, as rt.embed) or [CLS]")
     p.add_argument("--input", default=None, metavar="FILE",
                    help="a UTF-8 file with one text per line ('-' for stdin), streamed: one output line per input "
                         f"line. A line keeps at most {LINE_CHARS_PER_TOKEN} characters per token the model takes "

@@ -21,6 +21,9 @@ from kobert.config import INPUT_NAMES, KoBertConfig
 from kobert.encoding import WINDOW_BATCHES, TextEncoder, length_sorted_batches, windows
 
 DEFAULT_BATCH_SIZE = 32
+# One sentence embedding by default everywhere (`embed`, `similarity`, `kobert run --output embeddings`): the
+# mean over valid tokens, the vector the lossy tiers' cosine gate judges and the bi-encoder KorSTS scores.
+DEFAULT_POOLING = "mean"
 
 
 class IntegrityError(ValueError):
@@ -326,16 +329,17 @@ class Runtime:
                                      max_seq_len=max_seq_len, batch_size=batch_size, align_to_words=align_to_words)
         return [answer for _, answer in answers]
 
-    def similarity(self, a: Iterable[str], b: Iterable[str], pooling: str = "mean",
+    def similarity(self, a: Iterable[str], b: Iterable[str], pooling: str = DEFAULT_POOLING,
                    batch_size: int = DEFAULT_BATCH_SIZE) -> list[float]:
         """Cosine similarity of the sentence embeddings of a[i] and b[i]."""
         from kobert import tasks
 
         return list(tasks.iter_similarities(self, _texts(a), _texts(b), pooling, batch_size))
 
-    def embed(self, texts: Iterable[str], pooling: str = "cls", normalize: bool = False,
+    def embed(self, texts: Iterable[str], pooling: str = DEFAULT_POOLING, normalize: bool = False,
               batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
-        """One sentence embedding per text: the [CLS] vector or the mean over valid tokens."""
+        """One sentence embedding per text: the mean over valid tokens (the default, as `similarity`
+        and `kobert run`), or the [CLS] vector (`pooling="cls"`)."""
         vectors = [pool(outputs["last_hidden_state"], mask, pooling)
                    for _, outputs, mask in self.stream(_texts(texts), batch_size)]
         embeddings = np.stack(vectors) if vectors else np.zeros((0, self.config.hidden_size), np.float32)
