@@ -19,10 +19,26 @@ TIERS = ["onnx-optimized", "onnx-fp16", "onnx-int8", "tflite", "tflite-int8"]
 GOLDEN_TEXTS = json.loads((shipped("tokenizer").parent / "golden_inputs.json").read_text(encoding="utf-8"))["texts"]
 
 
-def spread_head(checkpoint, factor: float = 30.0):
-    """The classifier's weights times `factor`: logits of about 0.2 instead of 0.01, labels that vary."""
+def spread_head(checkpoint):
+    """A test model whose labels differ from input to input, with a clear margin: the encoder's matrices
+    sharpened (x4) so that inputs move the pooled output, and a classifier along the pooled outputs' main
+    direction of variation over the golden inputs, its threshold in the widest gap that leaves at least
+    4 rows on each side (computed with transformers). A random tiny head gives every input one label."""
+    import transformers_reference
+
     state = load_file(str(checkpoint / "model.safetensors"))
-    state["classifier.weight"] = state["classifier.weight"] * factor
+    state = {k: v * 4 if k.startswith("bert.encoder.") and v.ndim == 2 else v for k, v in state.items()}
+    save_file(state, str(checkpoint / "model.safetensors"), metadata={"format": "pt"})
+    model = transformers_reference.load(checkpoint)
+    pooled = np.concatenate([transformers_reference.outputs(model, inputs)["pooler_output"]
+                             for _, inputs in golden_inputs()])
+    direction = np.linalg.svd(pooled - pooled.mean(axis=0), full_matrices=False)[2][0]
+    inner = np.sort(pooled @ direction)[3:-3]
+    gap = int(np.argmax(np.diff(inner)))
+    threshold = (inner[gap] + inner[gap + 1]) / 2
+    scale = 1.0 / np.abs(pooled @ direction - threshold).max()  # logits within about +-1
+    state["classifier.weight"] = (np.stack([-direction, direction]) * scale / 2).astype(np.float32)
+    state["classifier.bias"] = (np.array([threshold, -threshold]) * scale / 2).astype(np.float32)
     save_file(state, str(checkpoint / "model.safetensors"), metadata={"format": "pt"})
     return checkpoint
 
