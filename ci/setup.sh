@@ -12,16 +12,27 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
+# `pip_install PYTHON ARGS...`: pip install -q into PYTHON's environment; any install error stops setup
+# (a failed install must not become skipped tests). The machine's "Location ... is ignored" warnings are dropped.
+pip_install() {
+  local python=$1
+  shift
+  "$python" -m pip install -q "$@" 2>&1 | { grep -v "^WARNING: Location" || true; } \
+    || { echo "ci/setup.sh: $python -m pip install $* failed" >&2; exit 1; }
+}
+
 if [ ! -x .venv/bin/python ]; then "$PYTHON" -m venv .venv; fi
-# torch is pinned to the CPU build; the pin keeps pip from pulling a multi-GB CUDA build.
-.venv/bin/python -m pip install -q "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -m pip install -q -e ".[all]" 2>&1 | grep -v "^WARNING: Location" || true
+# torch's CPU build first, so that `.[all]` (torch>=2.6) keeps it rather than pulling a multi-GB CUDA build:
+# here pip finds torch-2.13.0+cpu in the machine's wheel directory (pip config: find-links); elsewhere add
+# --index-url https://download.pytorch.org/whl/cpu (docs/install.md).
+pip_install .venv/bin/python "torch==2.13.0"
+pip_install .venv/bin/python -e ".[all]"
 .venv/bin/python -c "import kobert, torch, transformers, tensorflow, onnxruntime, tf2onnx" 2>/dev/null \
   || { echo "ci/setup.sh: the main environment (.venv) failed to install" >&2; exit 1; }
 
 # tensorflow-text (the tf-text target's in-graph SentencePiece) requires the `tensorflow` package, which
 # would be installed beside tensorflow-cpu (the same module twice): so no dependencies, tensorflow-cpu has them.
-.venv/bin/python -m pip install -q --no-deps "tensorflow-text==2.21.1" 2>&1 | grep -v "^WARNING: Location" || true
+pip_install .venv/bin/python --no-deps "tensorflow-text==2.21.1"
 .venv/bin/python -c "import tensorflow_text" 2>/dev/null \
   || { echo "ci/setup.sh: tensorflow-text failed to install into .venv" >&2; exit 1; }
 
@@ -29,16 +40,16 @@ if [ ! -x .venv-mxnet/bin/python ]; then "$PYTHON" -m venv .venv-mxnet; fi
 # The MXNet pins are said once, in kobert/mxnet_env.py (also read by `kobert setup-mxnet`).
 MXNET_PIN=$(.venv/bin/python -c "from kobert.mxnet_env import MXNET_PIN; print(MXNET_PIN)")
 NUMPY_PIN=$(.venv/bin/python -c "from kobert.mxnet_env import NUMPY_PIN; print(NUMPY_PIN)")
-.venv-mxnet/bin/python -m pip install -q "$MXNET_PIN" "$NUMPY_PIN" 2>&1 | grep -v "^WARNING: Location" || true
+pip_install .venv-mxnet/bin/python "$MXNET_PIN" "$NUMPY_PIN"
 .venv-mxnet/bin/python -c "import mxnet" \
   || { echo "ci/setup.sh: the MXNet environment (.venv-mxnet) failed to install" >&2; exit 1; }
 # Multi Model Server for `kobert package mms` archives (tests/test_mms.py), into .venv-mxnet:
 # MMS 1.1.11 and model-archiver 1.0.3 with their pure-python dependencies pinned and numpy held
 # at $NUMPY_PIN; tokenizers (the handler reads tokenizer.json) without huggingface_hub, which only
 # from_pretrained needs; Java 17 for the MMS frontend, from the OS when `java` is missing.
-.venv-mxnet/bin/python -m pip install -q "multi-model-server==1.1.11" "model-archiver==1.0.3" "future==1.0.0" \
-  "enum-compat==0.0.3" "Pillow==13.0.0" "psutil==7.2.2" "$NUMPY_PIN" 2>&1 | grep -v "^WARNING: Location" || true
-.venv-mxnet/bin/python -m pip install -q --no-deps "tokenizers==0.23.3" 2>&1 | grep -v "^WARNING: Location" || true
+pip_install .venv-mxnet/bin/python "multi-model-server==1.1.11" "model-archiver==1.0.3" "future==1.0.0" \
+  "enum-compat==0.0.3" "Pillow==13.0.0" "psutil==7.2.2" "$NUMPY_PIN"
+pip_install .venv-mxnet/bin/python --no-deps "tokenizers==0.23.3"
 if ! command -v java >/dev/null 2>&1; then
   SUDO=$([ "$(id -u)" -eq 0 ] || echo sudo)
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openjdk-17-jre-headless
@@ -48,8 +59,8 @@ fi
   || { echo "ci/setup.sh: Multi Model Server (.venv-mxnet) or Java 17 failed to install" >&2; exit 1; }
 
 if [ ! -x .venv-hf4/bin/python ]; then "$PYTHON" -m venv .venv-hf4; fi
-.venv-hf4/bin/python -m pip install -q "torch==2.13.0" "transformers==4.57.6" "optimum==2.1.0" \
-  "optimum-onnx[onnxruntime]==0.1.0" "onnxruntime==1.32.0" tokenizers sentencepiece 2>&1 | grep -v "^WARNING: Location" || true
+pip_install .venv-hf4/bin/python "torch==2.13.0" "transformers==4.57.6" "optimum==2.1.0" \
+  "optimum-onnx[onnxruntime]==0.1.0" "onnxruntime==1.32.0" tokenizers sentencepiece
 .venv-hf4/bin/python -c "import transformers, tokenizers, sentencepiece, optimum.onnxruntime" \
   || { echo "ci/setup.sh: the transformers 4 environment (.venv-hf4) failed to install" >&2; exit 1; }
 
@@ -75,14 +86,13 @@ fi
 
 # benchmarks/throughput.py's reference row: sentence-transformers (6.2.0 works with transformers 5).
 .venv/bin/python -c "import sentence_transformers" 2>/dev/null \
-  || .venv/bin/python -m pip install -q -e ".[bench]" 2>&1 | grep -v "^WARNING: Location" || true
+  || pip_install .venv/bin/python -e ".[bench]"
 
 # The docs site (tests/test_docs.py runs `mkdocs build --strict`): mkdocs and Material, pinned in the docs extra.
 .venv/bin/python -c "import mkdocs, material" 2>/dev/null \
-  || .venv/bin/python -m pip install -q -e ".[docs]" 2>&1 | grep -v "^WARNING: Location" || true
+  || pip_install .venv/bin/python -e ".[docs]"
 
 # Independent references for the task metrics (tests/test_task_metrics.py): seqeval's sdist builds only as PEP 517.
-.venv/bin/python -m pip install -q --use-pep517 "seqeval==1.2.2" "scipy==1.17.1" "scikit-learn==1.9.1" \
-  2>&1 | grep -v "^WARNING: Location" || true
+pip_install .venv/bin/python --use-pep517 "seqeval==1.2.2" "scipy==1.17.1" "scikit-learn==1.9.1"
 
 echo "ci/setup.sh: .venv, .venv-mxnet, .venv-hf4, web/node_modules and Chromium ready"
