@@ -9,6 +9,7 @@ import argparse
 import itertools
 import json
 import sys
+import traceback
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -633,7 +634,7 @@ def add_noise_options(parser: argparse.ArgumentParser, argparse_default=argparse
     """--quiet / --verbose, accepted before or after the subcommand."""
     parser.add_argument("--quiet", action="store_true", default=argparse_default, help="no progress lines on stderr")
     parser.add_argument("--verbose", action="store_true", default=argparse_default,
-                        help="keep TensorFlow's and absl's start-up logging")
+                        help="keep TensorFlow's and absl's start-up logging, and print an error's full cause")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -662,13 +663,31 @@ def main(argv: list[str] | None = None) -> int:
         quiet_frameworks()
     try:
         return args.func(args)
-    except (CheckpointError, ValueError, FileNotFoundError, RuntimeError, OSError) as e:
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"kobert {args.command}: error: {message}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"kobert {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        return report_error(args.command, argv + trailing, e, verbose=bool(getattr(args, "verbose", False)))
+
+
+# Errors kobert raises on purpose, each with a message for the user; anything else is named by its type.
+USER_ERRORS = (CheckpointError, ValueError, FileNotFoundError, RuntimeError, OSError, ImportError)
+
+
+def report_error(command: str, argv: list[str], error: Exception, verbose: bool) -> int:
+    """One line on stderr; the full cause in a log file it names (kobert.errors), on stderr too with --verbose."""
+    from kobert import errors
+
+    line, more = errors.summary(error, USER_ERRORS)
+    if verbose:
+        traceback.print_exception(error, file=sys.stderr)
+    if more:
+        try:
+            line += f" (details: {errors.write_log(command, argv, error)})"
+        except OSError:  # a full or read-only disk must not hide the error itself
+            pass
+    print(f"kobert {command}: error: {line}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -165,9 +165,9 @@ TF_QUIET = "kobert.runtimes.tf_logging:quiet"  # TensorFlow's and absl's start-u
 for _spec in (
     RuntimeSpec("torch", "kobert.runtimes.torch:TorchRuntime", "torch"),
     RuntimeSpec("onnx", "kobert.runtimes.onnx:OnnxRuntime", "onnx"),
-    RuntimeSpec("tf", "kobert.runtimes.tensorflow:TensorFlowRuntime", "tensorflow", quiet=TF_QUIET),
+    RuntimeSpec("tf", "kobert.runtimes.tensorflow:TensorFlowRuntime", "tf", quiet=TF_QUIET),
     RuntimeSpec("mxnet", "kobert.runtimes.mxnet:MXNetRuntime", "mxnet"),
-    RuntimeSpec("tflite", "kobert.runtimes.tflite:TFLiteRuntime", "tensorflow", quiet=TF_QUIET),
+    RuntimeSpec("tflite", "kobert.runtimes.tflite:TFLiteRuntime", "tflite", quiet=TF_QUIET),
 ):
     register_runtime(_spec)
 

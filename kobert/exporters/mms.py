@@ -217,7 +217,8 @@ def _run_model_archiver(model_name: str, model_dir: Path, export_path: Path) -> 
     archive = export_path / f"{model_name}.mar"
     if proc.returncode != 0 or not archive.is_file():
         lines = [line for line in proc.stderr.splitlines() if line.strip()] or ["(no output)"]
-        raise RuntimeError(f"model-archiver failed (exit code {proc.returncode}): {lines[-1].strip()}")
+        raise RuntimeError(f"model-archiver failed (exit code {proc.returncode}): {lines[-1].strip()}\n"
+                           + "\n".join(lines)[-4000:])
     return archive
 
 

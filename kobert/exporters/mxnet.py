@@ -38,9 +38,11 @@ def export(weights: CanonicalWeights, export_dir: Path) -> ExportedArtifact:
         command = mxnet_module_command(GLUON_MODULE, canonical_dir, out_dir)
         proc = command.run(EXPORT_TIMEOUT_S, "MXNet export", MXNetExportError)
     if proc.returncode != 0:
+        stderr = proc.stderr.strip()
+        # The first line is what the CLI shows: end it with the interpreter's last word (its exception).
         raise MXNetExportError(
-            f"MXNet export failed ({command.argv[0]} -m {GLUON_MODULE}, exit code {proc.returncode}):\n"
-            f"{proc.stderr.strip()[-4000:]}"
+            f"MXNet export failed (exit code {proc.returncode}): {(stderr.splitlines() or ['(no output)'])[-1]}\n"
+            f"{command.argv[0]} -m {GLUON_MODULE}:\n{stderr[-4000:]}"
         )
     report = _last_json_line(proc.stdout)
     return ExportedArtifact(

@@ -51,8 +51,9 @@ def convert_savedmodel(savedmodel_dir: Path, onnx_path: Path, opset: int = OPSET
         raise ConversionError(f"{savedmodel_dir}: tf2onnx did not finish within {CONVERT_TIMEOUT_S} s "
                               "and was killed") from None
     if result.returncode != 0 or not onnx_path.is_file():
-        log = (result.stdout + result.stderr)[-4000:]
-        raise ConversionError(f"{savedmodel_dir}: tf2onnx exited with {result.returncode}:\n{log}")
+        log = (result.stdout + result.stderr).strip()
+        last = (log.splitlines() or ["(no output)"])[-1]  # the CLI's one line; the log file has the rest
+        raise ConversionError(f"{savedmodel_dir}: tf2onnx exited with {result.returncode}: {last}\n{log[-4000:]}")
 
 
 def invalid_ops(model: onnx.ModelProto) -> list[str]:

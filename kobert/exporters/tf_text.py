@@ -42,16 +42,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
 from kobert.canonical import CanonicalWeights
 from kobert.config import INPUT_NAMES
 from kobert.exporters import ExportedArtifact
 from kobert.exporters.tensorflow import KoBertTF
+from kobert.progress import native_stderr_quieted
+from kobert.runtimes.tf_logging import import_tensorflow
 from kobert.tokenizer import SPECIAL_TOKENS, kobert_vocab
 
+tf = import_tensorflow()  # quiet unless --verbose: a plain `import tensorflow` prints the oneDNN notice
 try:
-    import tensorflow_text
+    with native_stderr_quieted():  # tensorflow_text's own library logs TensorFlow's start-up lines again
+        import tensorflow_text
 except ImportError:  # one line, with the install that works beside tensorflow-cpu
     raise ImportError("the tf-text target needs tensorflow-text: pip install --no-deps tensorflow-text==2.21.1 "
                       "(it requires `tensorflow`, which tensorflow-cpu already provides; see ci/setup.sh)") from None

@@ -21,14 +21,17 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
 from kobert.encoding import WINDOW_BATCHES, check_text, length_sorted_batches, windows
+from kobert.progress import native_stderr_quieted
 from kobert.runtimes.base import DEFAULT_BATCH_SIZE, _row
 from kobert.runtimes.tensorflow import TensorFlowRuntime
+from kobert.runtimes.tf_logging import import_tensorflow
 
+tf = import_tensorflow()  # quiet unless --verbose: a plain `import tensorflow` prints the oneDNN notice
 try:
-    import tensorflow_text  # noqa: F401  (registers the ops the SavedModel needs)
+    with native_stderr_quieted():  # tensorflow_text's own library logs TensorFlow's start-up lines again
+        import tensorflow_text  # noqa: F401  (registers the ops the SavedModel needs)
 except ImportError:
     raise ImportError("the tf-text runtime needs tensorflow-text: pip install --no-deps tensorflow-text==2.21.1 "
                       "(see ci/setup.sh)") from None
