@@ -4,8 +4,8 @@ The line is the error's first line (a subprocess failure's first line says what 
 The log file holds the command line, the whole message (the MXNet, tf2onnx or model-archiver stderr
 it carries) and the traceback with its chained causes. It is written to `$KOBERT_LOG_DIR`, else
 `<temp dir>/kobert-logs/` (`/tmp/kobert-logs` on Linux), only when there is more to say than the line:
-a multi-line message, a chained cause, or an error kobert did not raise on purpose. `--verbose` prints
-the traceback too. A framework that is not installed becomes the pip extra that brings it.
+a multi-line message, an explicit cause (`raise ... from`), or an error kobert did not raise on
+purpose. `--verbose` prints the traceback too. A framework that is not installed becomes the pip extra that brings it.
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ def summary(error: BaseException, expected: tuple[type[BaseException], ...]) -> 
         return f"{module} is not installed: this needs the '{extra}' extra: pip install 'kobert[{extra}]'", True
     lines = str(error).strip().splitlines()
     first = lines[0] if lines else type(error).__name__
-    chained = error.__cause__ is not None or (error.__context__ is not None and not error.__suppress_context__)
     if not isinstance(error, expected):
         return f"{type(error).__name__}: {first}", True
-    return first, len(lines) > 1 or chained
+    # `raise ... from cause` names a cause worth reading; an error raised while handling another
+    # (an implicit __context__) usually restates it, so that alone writes no log.
+    return first, len(lines) > 1 or error.__cause__ is not None
