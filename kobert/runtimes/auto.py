@@ -70,11 +70,11 @@ def candidates(export_dir: Path) -> list[str]:
 
 def probe(export_dir: Path, artifact: str, shape: tuple[int, int], verify: bool) -> float:
     """Median seconds of one batch of `shape` through `artifact` (after one warm-up call)."""
-    from kobert import registry, runtimes
+    from kobert import registry
 
     rng = np.random.default_rng(0)
-    with runtimes.load(export_dir, runtime=registry.target(artifact).runtime, artifact=artifact,
-                       verify=verify) as runtime:
+    opener = registry.runtime_spec(registry.target(artifact).runtime).runtime_class()
+    with opener(export_dir, artifact, verify=verify) as runtime:
         ids = rng.integers(5, runtime.config.vocab_size, size=shape)
         runtime.run(ids)
         times = []
