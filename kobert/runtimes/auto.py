@@ -59,13 +59,16 @@ def cpu_signature() -> str:
 
 
 def candidates(export_dir: Path) -> list[str]:
-    """Artifacts that passed their gate, in manifest order."""
+    """Artifacts that passed their gate, in report order (not the report's `reference` line: the judge)."""
+    from kobert import registry
+
     path = export_dir / "parity.json"
     if not path.is_file():
         raise FileNotFoundError(f"{export_dir}: no parity.json, so no artifact is known to pass its gate; "
                                 "name a runtime instead of auto")
     report = json.loads(path.read_text(encoding="utf-8"))
-    return [name for name, entry in report.get("artifacts", {}).items() if entry.get("passed")]
+    return [name for name, entry in report.get("artifacts", {}).items()
+            if name in registry.TARGETS and entry.get("passed")]
 
 
 def probe(export_dir: Path, artifact: str, shape: tuple[int, int], verify: bool) -> float:
