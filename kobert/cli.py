@@ -72,20 +72,25 @@ def cmd_export(args) -> int:
 
     from kobert.export import ExportWarning, ParityFailure, export
 
-    try:
-        with warnings.catch_warnings():  # an ExportWarning is one line, as it happens
-            warnings.simplefilter("always", ExportWarning)
-            others = warnings.showwarning
-            warnings.showwarning = lambda message, category, *rest: (
-                warn("export", str(message)) if issubclass(category, ExportWarning) else others(message, category, *rest))
+    # ExportWarnings are kept and printed once the export is done, one line each: a failed export's
+    # error stays its one line.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ExportWarning)
+        try:
             result = export(args.src, args.out, targets=args.to, tokenizer=args.tokenizer, force=args.force,
                             eval_set=args.eval_set)
-    except ParityFailure as failure:
-        print(failure.report.table())
-        print(f"\nexport FAILED parity; nothing was written to {args.out}:", file=sys.stderr)
-        for line in failure.report.failures:
-            print(f"  {line}", file=sys.stderr)
-        return 1
+        except ParityFailure as failure:
+            print(failure.report.table())
+            print(f"\nexport FAILED parity; nothing was written to {args.out}:", file=sys.stderr)
+            for line in failure.report.failures:
+                print(f"  {line}", file=sys.stderr)
+            return 1
+    for caught_warning in caught:
+        if issubclass(caught_warning.category, ExportWarning):
+            warn("export", str(caught_warning.message))
+        else:
+            warnings.showwarning(caught_warning.message, caught_warning.category, caught_warning.filename,
+                                 caught_warning.lineno)
     print(result.report.table())
     print(f"\nexported {', '.join(result.manifest['artifacts'])} to {result.out} (parity passed)")
     return 0

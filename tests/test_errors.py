@@ -14,6 +14,7 @@ from kobert.cli import main
 from kobert.mxnet_env import ENV_VAR
 
 REPO = Path(__file__).resolve().parents[1]
+SHIPPED_TOKENIZER = str(REPO / "kobert" / "assets" / "tokenizer")  # so the export warns of nothing
 # What a failing MXNet interpreter leaves on stderr; the CLI's one line must not drop where it is.
 FAKE_MXNET = """#!/bin/sh
 echo 'Traceback (most recent call last):' >&2
@@ -70,7 +71,7 @@ def test_a_subprocess_failure_is_one_line_with_its_stderr_in_the_log(tiny_checkp
     fake.chmod(0o755)
     monkeypatch.setenv(ENV_VAR, str(fake))
     monkeypatch.setenv("KOBERT_LOG_DIR", str(tmp_path / "logs"))
-    argv = ["export", str(tiny_checkpoint), "--to", "mxnet", "--out", str(tmp_path / "exp")]
+    argv = ["export", str(tiny_checkpoint), "--to", "mxnet", "--out", str(tmp_path / "exp"), "--tokenizer", SHIPPED_TOKENIZER]
     assert main(["--quiet", *argv, *(["--verbose"] if verbose else [])]) == 2
     err = capsys.readouterr().err.strip()
     line = err.splitlines()[-1]

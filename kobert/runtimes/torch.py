@@ -57,9 +57,17 @@ def load_source_model(folder: Path, architecture: str):
     the judge's reference for an export of it, independent of kobert's reading of the same files. Also
     the tensors transformers had to make up (missing from the folder): such a model is no reference."""
     import transformers
+    from transformers.utils import logging as hf_logging
 
-    model, info = getattr(transformers, architecture).from_pretrained(
-        str(folder), attn_implementation="eager", dtype=torch.float32, output_loading_info=True)
+    # transformers' "Loading weights" bar would break kobert's one-line-per-event stderr (and --quiet).
+    bar_was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model, info = getattr(transformers, architecture).from_pretrained(
+            str(folder), attn_implementation="eager", dtype=torch.float32, output_loading_info=True)
+    finally:
+        if bar_was_on:
+            hf_logging.enable_progress_bar()
     made_up = [k for k in info.get("missing_keys", ()) if not k.endswith(("position_ids", "token_type_ids"))]
     return model.eval(), made_up
 
