@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_installed_wheel import build_wheel  # the same wheel build (tests/ is on pytest's pythonpath)
 
 torch = pytest.importorskip("torch")
 
@@ -45,16 +45,7 @@ def clean_env(tmp: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    # From a copy: an in-tree build reuses build/lib, which keeps modules deleted since.
-    tmp = tmp_path_factory.mktemp("wheel")
-    source = tmp / "source"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(REPO_ROOT / name, source / name)
-    shutil.copytree(REPO_ROOT / "kobert", source / "kobert", ignore=shutil.ignore_patterns("__pycache__"))
-    checked([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", tmp / "dist", source])
-    (built,) = (tmp / "dist").glob("kobert-*.whl")
-    return built
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
 
 
 def install(venv: Path, requirement: str) -> None:
