@@ -10,9 +10,10 @@ Three kinds of source are accepted:
   the Hugging Face names.
 
 Nothing is unpickled: safetensors, or `torch.load(weights_only=True)`.
-This module imports no framework at import time and no spoke ever: torch is
-imported only inside `read_torch_file`, to read `.bin`/legacy files (the torch
-runtime reads its checkpoints through here, never the other way round).
+This module imports no framework and no spoke: `.bin`/legacy files are read by
+the torch spoke's `read_torch_file` (`kobert.runtimes.torch_file`), reached by
+name through the registry, like every spoke (the torch runtime reads its
+checkpoints through here, never the other way round).
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ def read_tensors(path: Path) -> dict[str, np.ndarray]:
         raise CheckpointError(f"{path}: no such file")
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
-    return read_torch_file(path)
+    from kobert import registry
+
+    return registry.load_function(registry.TORCH_FILE_READER)(path)
 
 
 def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
@@ -76,22 +79,6 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
             return {name: f.get_tensor(name) for name in f.keys()}
     except Exception as e:  # SafetensorError, header parse errors, truncation
         raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt?): {e}") from None
-
-
-def read_torch_file(path: Path) -> dict[str, np.ndarray]:
-    """A state dict from a torch file, loaded with `weights_only=True` (no code is unpickled)."""
-    import torch  # pickled `.bin` / legacy files: torch's weights_only unpickler is their one safe reader
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch state dict (truncated, corrupt or unsafe pickle?): {first_line}") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: expected a dict of tensors (a state dict)")
-    return {name: t.detach().float().numpy() if t.is_floating_point() else t.numpy() for name, t in state.items()}
 
 
 # --- name normalisation ------------------------------------------------------

@@ -76,16 +76,20 @@ class PackageSpec:
     companion: str = ""
 
     def load_builder(self):
-        return _load(self.builder)
+        return load_function(self.builder)
 
     def companion_of(self, package: Path) -> Path | None:
-        return _load(self.companion)(package) if self.companion else None
+        return load_function(self.companion)(package) if self.companion else None
 
 
-def _load(reference: str):
+def load_function(reference: str):
+    """The object a "module:name" reference names (imports its module, and so its framework)."""
     module, _, function = reference.partition(":")
     return getattr(importlib.import_module(module), function)
 
+
+# Pickled torch checkpoints (`.bin`, legacy files): read by the torch spoke; `kobert.checkpoint` calls it by name.
+TORCH_FILE_READER = "kobert.runtimes.torch_file:read_torch_file"
 
 RUNTIMES: dict[str, RuntimeSpec] = {}
 TARGETS: dict[str, Target] = {}

@@ -11,6 +11,7 @@ import pytest
 
 import transformers_reference
 from kobert import runtimes
+from kobert.bench.measure import cpu_info
 from kobert.checkpoint import init_checkpoint
 from kobert.config import INPUTS, preset
 from kobert.export import export
@@ -35,8 +36,8 @@ PLAIN_OPENVINO = textwrap.dedent("""
 
 
 def _cpu_has_bf16() -> bool:
-    flags = open("/proc/cpuinfo").read() if sys.platform == "linux" else ""
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    flags = cpu_info()["flags"]
+    return flags.get("avx512_bf16", False) or flags.get("amx_bf16", False)
 
 
 @pytest.fixture(scope="module")

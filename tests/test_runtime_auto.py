@@ -27,6 +27,9 @@ def exported(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def cache(tmp_path, monkeypatch):
+    from kobert import progress
+
+    monkeypatch.setitem(progress._state, "quiet", False)  # an earlier `kobert --quiet` in this process leaves it on
     monkeypatch.setenv("KOBERT_CACHE_DIR", str(tmp_path / "cache"))
     return tmp_path / "cache" / auto.CACHE_FILE
 

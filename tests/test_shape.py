@@ -23,11 +23,7 @@ FRAMEWORKS = {"tensorflow", "tensorflow_text", "torch", "onnxruntime", "onnx", "
 # own loop). A module outside these that needs a framework is a spoke in the wrong place.
 SPOKES = ("kobert.exporters.", "kobert.runtimes.", "kobert.training.")
 # The exceptions, each with its reason, as (module, framework).
-ALLOWED = {
-    # `.bin` / legacy checkpoints are pickles: torch's weights_only unpickler is the one safe reader of
-    # that format. Imported inside the one function that reads such a file, never at `import kobert`.
-    ("kobert.checkpoint", "torch"),
-}
+ALLOWED: set[tuple[str, str]] = set()
 # The hub (config, canonical weights, checkpoints) and the judge (parity) know no spoke.
 HUB_AND_JUDGE = {"kobert.config", "kobert.canonical", "kobert.checkpoint", "kobert.parity", "kobert.registry"}
 MAX_FUNCTION_LINES = 60

@@ -11,17 +11,14 @@ opens import their own frameworks.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import platform
-import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from kobert.bench.measure import cpu_info, cpu_line, median_seconds
 from kobert.checkpoint import sha256_file
 from kobert.staging import write_json
 
@@ -42,20 +39,8 @@ def cache_dir() -> Path:
 
 
 def cpu_signature() -> str:
-    """The CPU model and its instruction-set flags: what makes one tier faster than another."""
-    model, flags = platform.processor(), ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = " ".join(sorted(value.split()))
-            if model and flags:
-                break
-    except OSError:
-        pass
-    return f"{model} | {hashlib.sha256(flags.encode()).hexdigest()[:16]}"
+    """The CPU model, its count and its instruction-set flags: what makes one tier faster than another."""
+    return cpu_line(cpu_info())
 
 
 def candidates(export_dir: Path) -> list[str]:
@@ -79,13 +64,7 @@ def probe(export_dir: Path, artifact: str, shape: tuple[int, int], verify: bool)
     opener = registry.runtime_spec(registry.target(artifact).runtime).runtime_class()
     with opener(export_dir, artifact, verify=verify) as runtime:
         ids = rng.integers(5, runtime.config.vocab_size, size=shape)
-        runtime.run(ids)
-        times = []
-        for _ in range(PROBE_CALLS):
-            start = time.perf_counter()
-            runtime.run(ids)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        return median_seconds(lambda: runtime.run(ids), repeats=PROBE_CALLS, warmup=1)
 
 
 def measure(export_dir: Path, shape: tuple[int, int], verify: bool) -> tuple[dict[str, float], dict[str, str]]:
