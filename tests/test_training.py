@@ -357,3 +357,24 @@ def test_cli_registers_training_commands():
     assert args.func.__name__ == "cmd_finetune_nsmc" and args.epochs == 1
     args = build_parser().parse_args(["pretrain", "--shards", "s", "--out", "o", "--resume"])
     assert args.resume and args.func.__name__ == "cmd_pretrain"
+
+
+def test_length_grouped_batches_keep_every_example_once_and_pad_less():
+    import random
+
+    from kobert.training.finetune import Feature, length_grouped
+
+    rng = np.random.default_rng(0)
+    features = [Feature(list(range(int(n))), [0] * int(n), 0) for n in rng.integers(3, 64, size=1000)]
+    order = list(range(len(features)))
+    random.Random(0).shuffle(order)
+    grouped = length_grouped(order, features, 32, random.Random(0))
+    assert sorted(grouped) == list(range(len(features)))  # a permutation: nothing lost, nothing twice
+
+    def padded(o):
+        return sum(max(len(features[j].ids) for j in o[i:i + 32]) * len(o[i:i + 32]) for i in range(0, len(o), 32))
+
+    assert padded(grouped) < 0.7 * padded(order)
+    spreads = [np.ptp([len(features[j].ids) for j in grouped[i:i + 32]]) for i in range(0, 1000 - 32, 32)]
+    assert np.mean(spreads) < 5  # every full slice of 32 is one sorted group, not two halves
+    assert length_grouped(order, features, 32, random.Random(0)) == grouped
