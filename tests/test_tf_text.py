@@ -142,6 +142,20 @@ def test_runtime_text_and_id_paths(runtime, reference):
                                reference.logits(TEXTS + [LONG], batch_size=2), atol=ATOL)
 
 
+def test_classify_takes_the_graph_path_as_logits_does(runtime, reference, monkeypatch):
+    """`classify` tokenizes in the graph, as `logits`: with kobert's Python tokenizer taken away it still
+    answers, and its labels and scores are the softmax of the graph path's logits (torch's labels too)."""
+    texts = TEXTS + [LONG]
+    logits = runtime.logits(texts)
+    monkeypatch.setattr(type(runtime), "text_encoder", property(lambda self: pytest.fail("Python tokenizer used")))
+    rows = runtime.classify(texts)
+    probabilities = np.exp(logits - logits.max(-1, keepdims=True))
+    probabilities /= probabilities.sum(-1, keepdims=True)
+    labels = [runtime.config.id2label[i] for i in logits.argmax(-1)]
+    assert [row["label"] for row in rows] == labels == [row["label"] for row in reference.classify(texts)]
+    np.testing.assert_allclose([row["score"] for row in rows], probabilities.max(-1), atol=1e-6)
+
+
 def test_runtime_refuses_what_the_python_encoder_refuses(runtime):
     with pytest.raises(ValueError, match="text 1: expected a str"):
         runtime.encode(["좋다", 3])

@@ -4,8 +4,8 @@ One artifact, two ways in, and each API call takes the one it means:
 - `run(input_ids, ...)` (arrays in) calls the `serving_ids` signature, the
   same id signature as the `tf` target. Parity feeds it the golden id arrays
   exactly as it feeds every other artifact, and judges it by the fp32 gate.
-- `encode`, `stream`, and so `logits`, `embed` and `kobert run` (texts in)
-  go through the in-graph tokenizer (`tokenize`, `serving_default`,
+- `encode`, `stream`, and so `logits`, `embed`, `classify` and `kobert run`
+  (texts in) go through the in-graph tokenizer (`tokenize`, `serving_default`,
   `serving_pair`): what a TensorFlow user who sends strings gets, not kobert's
   Python tokenizer. Parity checks that path too (`check_text_path`): its ids
   against the Python tokenizer's on the golden texts, its outputs by the gate.
@@ -24,7 +24,7 @@ import numpy as np
 
 from kobert.encoding import WINDOW_BATCHES, check_text, length_sorted_batches, windows
 from kobert.progress import native_stderr_quieted
-from kobert.runtimes.base import DEFAULT_BATCH_SIZE, _row
+from kobert.runtimes.base import DEFAULT_BATCH_SIZE, _row, _texts
 from kobert.runtimes.tensorflow import TensorFlowRuntime
 from kobert.runtimes.tf_logging import import_tensorflow
 
@@ -93,6 +93,20 @@ class TFTextRuntime(TensorFlowRuntime):
                     results[i] = (firsts[i], {name: _row(outputs[name][k], name, length, self.config)
                                               for name in self.output_names}, mask[k, :length])
             yield from results
+
+    def classify(self, texts: Iterable[str], pairs: Iterable[str] | None = None,
+                 batch_size: int = DEFAULT_BATCH_SIZE) -> list[dict]:
+        """As `Runtime.classify`, through the graph's own tokenizer: the same path as `logits` and `embed`.
+
+        `entities` and `answer` stay on kobert's Python tokenizer: they need each token's character
+        offsets and, for long contexts, overlapping windows, which the graph does not give. Their ids are
+        the graph's wherever parity's text-path check holds (the golden texts, ties excepted).
+        """
+        from kobert import tasks
+
+        tasks._require_head(self, "sequence_classification", "classify")
+        rows = self.stream(_texts(texts), batch_size, None if pairs is None else _texts(pairs))
+        return [tasks.classification(outputs["logits"], self.config.id2label) for _, outputs, _ in rows]
 
     def _text_feeds(self, texts, pairs) -> dict[str, tf.Tensor]:
         texts = [texts] if isinstance(texts, str) else list(texts)
