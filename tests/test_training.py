@@ -378,3 +378,23 @@ def test_length_grouped_batches_keep_every_example_once_and_pad_less():
     spreads = [np.ptp([len(features[j].ids) for j in grouped[i:i + 32]]) for i in range(0, 1000 - 32, 32)]
     assert np.mean(spreads) < 5  # every full slice of 32 is one sorted group, not two halves
     assert length_grouped(order, features, 32, random.Random(0)) == grouped
+
+
+def test_publish_keeps_the_shipped_tokenizer_of_the_same_vocabulary(tmp_path):
+    """A run's tokenizer.json (an older Metaspace split=False serialisation) does not replace the one the
+    backbone ships when the pieces are the same; a different vocabulary does."""
+    from kobert.training.backbone import _keep_published_tokenizer
+
+    shipped = json.loads((REPO_ROOT / "kobert/assets/tokenizer/tokenizer.json").read_text(encoding="utf-8"))
+    trained = json.loads(json.dumps(shipped))
+    trained["pre_tokenizer"] = {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": False}
+    for name, data in (("dest", shipped), ("staging", trained)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "tokenizer.json").write_text(json.dumps(data), encoding="utf-8")
+    _keep_published_tokenizer(tmp_path / "dest", tmp_path / "staging")
+    assert json.loads((tmp_path / "staging/tokenizer.json").read_text(encoding="utf-8")) == shipped
+
+    trained["model"]["vocab"][5][0] = "▁다른"  # another vocabulary: the run's file is the one to publish
+    (tmp_path / "staging/tokenizer.json").write_text(json.dumps(trained), encoding="utf-8")
+    _keep_published_tokenizer(tmp_path / "dest", tmp_path / "staging")
+    assert json.loads((tmp_path / "staging/tokenizer.json").read_text(encoding="utf-8")) == trained

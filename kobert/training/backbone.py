@@ -113,8 +113,26 @@ def publish_backbone(run: str | Path, dest: str | Path, heldout: dict | None = N
         (staging / "state.json").write_text(json.dumps(state, indent=2, ensure_ascii=False), encoding="utf-8")
         if (dest / "CARD.md").is_file():
             shutil.copy2(dest / "CARD.md", staging / "CARD.md")
+        _keep_published_tokenizer(dest, staging)
         move_into_place(staging, dest)
     return state
+
+
+def _keep_published_tokenizer(dest: Path, staging: Path) -> None:
+    """Keep the tokenizer `dest` already ships when its vocabulary is the run's.
+
+    A run saves the tokenizer it trained with, which may be an older serialisation of the same
+    vocabulary (Metaspace split=False, whose word_ids() break transformers' pipelines). Same pieces,
+    same ids: the published file stays. A different vocabulary is the run's own, and replaces it.
+    """
+    shipped, trained = dest / "tokenizer.json", staging / "tokenizer.json"
+    if not (shipped.is_file() and trained.is_file()):
+        return
+    def vocab(path):
+        return json.loads(path.read_text(encoding="utf-8"))["model"]["vocab"]
+
+    if vocab(shipped) == vocab(trained):
+        shutil.copy2(shipped, trained)
 
 
 def _backbone_state(run: Path, dest: Path, trainer: dict, heldout: dict | None, note: str) -> dict:
