@@ -413,6 +413,7 @@ def cmd_eval_nsmc(args) -> int:
     test = read_nsmc(locate_nsmc(args.nsmc_dir) / "ratings_test.txt", limit=args.limit)
     results = evaluate_export(args.dir, test.texts, test.labels, batch_size=args.batch_size)
     print(table(results, len(test)))
+    _write_results(args, "nsmc", results, len(test))
     return _agreement_verdict(results, args.min_agreement)
 
 
@@ -424,11 +425,22 @@ def cmd_eval_task(args) -> int:
     data = read_task(args.eval_command, "eval", args.data_dir, args.limit)
     results = evaluate_task(args.dir, args.eval_command, data, batch_size=args.batch_size)
     print(task_table(args.eval_command, results, len(data)))
+    _write_results(args, args.eval_command, results, len(data))
     verdict = _agreement_verdict(results, args.min_agreement)
     if args.eval_command == "qa":
         print("note: KorQuAD 1.0 dev split by article (seed 0); trained on 80 % of its articles, scored on the "
               "rest: not comparable to published dev scores")
     return verdict
+
+
+def _write_results(args, task: str, results, examples: int) -> None:
+    """--json FILE: the figures as a record (date, command, CPU) that benchmarks/figures.py renders."""
+    from kobert.evaluate import results_record
+
+    if args.json:
+        record = results_record(task, results, examples, "kobert " + " ".join(sys.argv[1:]))
+        Path(args.json).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}")
 
 
 def _agreement_verdict(results, min_agreement: float | None) -> int:
@@ -588,6 +600,9 @@ def _add_bench(commands) -> None:
     p.set_defaults(func=cmd_bench)
 
 
+JSON_HELP = "also write the figures, with date, command and CPU, to FILE (e.g. benchmarks/results/...json)"
+
+
 def _add_eval(commands) -> None:
     p = commands.add_parser("eval", help="task accuracy of an export through every runtime")
     evals = p.add_subparsers(dest="eval_command", required=True)
@@ -596,6 +611,7 @@ def _add_eval(commands) -> None:
     e.add_argument("--nsmc-dir", default=None, help="dir with ratings_test.txt (default: ../shared/data/nsmc, else download)")
     e.add_argument("--limit", type=int, default=None, help="only the first N test reviews")
     e.add_argument("--batch-size", type=positive_int, default=128)
+    e.add_argument("--json", default=None, metavar="FILE", help=JSON_HELP)
     add_noise_options(e)
     e.add_argument("--min-agreement", type=float, default=None,
                    help="exit 1 below this agreement with torch (default: each tier's gate, 0.999 exact, 0.997 lossy)")
@@ -609,6 +625,7 @@ def _add_eval(commands) -> None:
                        "else ../shared/data next to the repository)")
         e.add_argument("--limit", type=int, default=None, help="only the first N eval examples")
         e.add_argument("--batch-size", type=positive_int, default=64)
+        e.add_argument("--json", default=None, metavar="FILE", help=JSON_HELP)
         add_noise_options(e)
         e.add_argument("--min-agreement", type=float, default=None,
                        help="exit 1 below this agreement with torch (default: each tier's gate, 0.999 exact, 0.997 lossy)")

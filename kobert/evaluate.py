@@ -97,6 +97,23 @@ def table(results: list[RuntimeAccuracy], examples: int) -> str:
     return "\n".join(rows)
 
 
+def results_record(task: str, results: list, examples: int, command: str) -> dict:
+    """What `kobert eval ... --json FILE` writes: the table's figures with their date, command and CPU
+    (the schema `benchmarks/figures.py` renders; accuracy/metrics in points)."""
+    from kobert.bench.measure import cpu_info, cpu_line
+
+    rows = []
+    for r in results:
+        row = {"runtime": r.name}
+        if isinstance(r, RuntimeAccuracy):
+            row["accuracy_percent"] = round(100 * r.accuracy, 2)
+        else:
+            row["metrics"] = {k: round(v, 2) for k, v in r.metrics.items()}
+        rows.append({**row, "agreement_percent": round(100 * r.agreement, 3), "seconds": round(r.seconds, 1)})
+    return {"source": "written by the command below", "date": time.strftime("%Y-%m-%d"), "command": command,
+            "cpu": cpu_line(cpu_info()), "examples": examples, "task": task, "results": rows}
+
+
 # --- every task: `kobert eval ynat|ner|sts|qa DIR` -------------------------------------------------
 #
 # One function per task turns a runtime and the task's eval data into predictions

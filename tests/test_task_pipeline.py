@@ -90,9 +90,17 @@ def test_kobert_eval_prints_the_table_and_exits_on_disagreement(tiny_base, tmp_p
     finetune(FinetuneConfig("ner", str(tiny_base), str(tmp_path / "run"), max_steps=2, batch_size=8, limit=16,
                             max_length=64, progress=False))
     export(tmp_path / "run", tmp_path / "export", targets=["onnx"])
-    assert main(["--quiet", "eval", "ner", str(tmp_path / "export"), "--limit", "16"]) == 0
+    record_file = tmp_path / "eval-ner.json"
+    assert main(["--quiet", "eval", "ner", str(tmp_path / "export"), "--limit", "16", "--json", str(record_file)]) == 0
     out = capsys.readouterr().out
     assert "| runtime | entity_f1 | precision | recall | agreement with torch | seconds |" in out
     assert "| onnx |" in out and "lowest agreement with torch: 100.000 %" in out
+    record = json.loads(record_file.read_text(encoding="utf-8"))  # --json: the printed figures, with provenance
+    assert record["task"] == "ner" and record["examples"] == 16 and record["command"].startswith("kobert ")
+    assert [r["runtime"] for r in record["results"]] == ["torch", "onnx"] and record["cpu"].startswith("CPU: ")
+    for r in record["results"]:
+        m = r["metrics"]
+        assert f"| {r['runtime']} | {m['entity_f1']:.2f} | {m['precision']:.2f} | {m['recall']:.2f} | " \
+               f"{r['agreement_percent']:.3f} % |" in out
     assert main(["--quiet", "eval", "qa", str(tmp_path / "export"), "--limit", "4"]) == 2
     assert "qa needs a question_answering head" in capsys.readouterr().err
