@@ -4,6 +4,7 @@
     python benchmarks/figures.py --check    exit 1, naming each block, if a page differs from its JSON
     python benchmarks/figures.py import-bench runs/bench.json            kobert bench --json -> results/
     python benchmarks/figures.py import-throughput runs/throughput.json  throughput.py --json -> results/
+    python benchmarks/figures.py import-tasks runs/task --checkpoint "..."  kobert finetune + eval --json -> results/
 
 A page asks for a table with a marker pair; everything between the two lines is this script's:
 
@@ -32,6 +33,7 @@ BLOCK = re.compile(r"^(<!-- figures: ([\w-]+) -->\n)(.*?)^(<!-- /figures -->)", 
 SHAPES = ["b1 s16", "b1 s128", "b8 s128", "b32 s128"]
 BENCH = "bench-2026-12-02.json"
 THROUGHPUT = "throughput-2026-12-02.json"
+TASKS = "tasks-2026-12-02.json"
 
 
 def load(name: str) -> dict:
@@ -257,7 +259,7 @@ def _task_cell(task: dict) -> str:
 
 
 def tasks() -> list[str]:
-    name = "tasks-2026-12-02.json"
+    name = TASKS
     data = load(name)
     rows = []
     for t in data["tasks"]:
@@ -410,13 +412,72 @@ def import_throughput(raw: dict, command: str) -> dict:
             "docs": raw["docs"], "batch_size": 32, "window_batches": None, "note": "", "rows": out, "sweep": sweep}
 
 
+# What the task table says of each task: its name and data, the metric, KoBERT's published figure.
+TASK_ROWS = {
+    "nsmc": ("NSMC", "accuracy (50,000 test)", "89.63 %"),
+    "ner": ("KMOU NER (2016klp test, 366 sentences)", "strict entity F1 (seqeval)", "86.11"),
+    "sts": ("KorSTS (test, 1,379 pairs)", "Spearman × 100, cross-encoder", "81.59"),
+    "qa": ("KorQuAD 1.0 (dev split by article, seed 0: 80 % of articles train, the rest held out)", "EM / F1",
+           "52.81 EM (on dev: not comparable)"),
+    "ynat": ("KLUE YNAT (dev, 9,107 titles)", "macro-F1", None),
+}
+
+
+def import_tasks(prefix: Path, checkpoint: str) -> dict:
+    """`kobert finetune T --out PREFIX-T` (its eval.json) + `kobert eval T ... --json PREFIX-T-eval.json`,
+    for every task that has both -> the tasks result file."""
+    rows, runtimes, cpu = [], None, None
+    for task, (name, data, published) in TASK_ROWS.items():
+        run, record = Path(f"{prefix}-{task}"), Path(f"{prefix}-{task}-eval.json")
+        if not (run / "eval.json").is_file() or not record.is_file():
+            continue
+        trained, evaluated = (json.loads(f.read_text(encoding="utf-8")) for f in (run / "eval.json", record))
+        results = evaluated["results"]
+        names = [r["runtime"] for r in results]
+        if runtimes is not None and names != runtimes:
+            raise SystemExit(f"{record}: runtimes {names}, the other tasks {runtimes}")
+        runtimes, cpu = names, evaluated["cpu"]
+        metrics = results[0].get("metrics") or {"accuracy": results[0]["accuracy_percent"]}
+        agreement = min(r["agreement_percent"] for r in results)
+        epochs = trained["config"]["epochs"]
+        row = {"task": name, "data": data, "published": published, "agreement_percent": agreement,
+               "finetune": f"{epochs} epoch{'s' if epochs > 1 else ''}, LR {trained['config']['lr']:g}",
+               "finetune_seconds": round(trained["train_seconds"]), "command": evaluated["command"]}
+        if task == "sts":
+            bi = metrics.pop("bi_encoder_spearman", None)
+            rows.append({**row, "metrics": metrics})
+            if bi is not None:
+                rows.append({"task": "KorSTS, bi-encoder", "data": "Spearman × 100, `rt.similarity` of mean-pooled "
+                             "embeddings", "published": None, "metrics": {"spearman_bi": bi},
+                             "note": "the STS cross-encoder's own encoder", "agreement_percent": agreement,
+                             "finetune": None, "finetune_seconds": None})
+            continue
+        if task == "qa":
+            row["examples"] = evaluated["examples"]
+        rows.append({**row, "metrics": metrics})
+    if not rows:
+        raise SystemExit(f"{prefix}-TASK/eval.json with {prefix}-TASK-eval.json: none found")
+    return {"date": datetime.date.today().isoformat(), "cpu": cpu, "checkpoint": checkpoint,
+            "command": f"kobert finetune TASK --checkpoint ... --out {prefix}-TASK; kobert export ...; "
+                       f"kobert eval TASK EXPORT --json {prefix}-TASK-eval.json (each row's own command in the file)",
+            "runtimes": runtimes, "tasks": rows}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", nargs="?", default="write", choices=["write", "import-bench", "import-throughput"])
+    parser.add_argument("action", nargs="?", default="write", choices=["write", "import-bench", "import-throughput",
+                                                                            "import-tasks"])
     parser.add_argument("file", nargs="?", type=Path, help="the tool's --json output (import-*)")
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 if a page is stale")
     parser.add_argument("--out", type=Path, help="result file to write (import-*; default: results/<kind>-<date>.json)")
+    parser.add_argument("--checkpoint", default="", help="import-tasks: what the task models were fine-tuned from")
     args = parser.parse_args(argv)
+    if args.action == "import-tasks":
+        result = import_tasks(args.file, args.checkpoint)
+        out = args.out or RESULTS / f"tasks-{result['date']}.json"
+        out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"wrote {out}; point TASKS in benchmarks/figures.py at it, then run this script without arguments")
+        return 0
     if args.action.startswith("import-"):
         raw = json.loads(args.file.read_text(encoding="utf-8"))
         kind = args.action.removeprefix("import-")

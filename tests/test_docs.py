@@ -92,16 +92,42 @@ def test_mkdocs_build_strict(tmp_path):
     assert (tmp_path / "site" / "index.html").is_file()
 
 
-def test_figure_tables_equal_their_json():
+def _figures():
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:
         import figures
     finally:
         sys.path.remove(str(REPO / "benchmarks"))
+    return figures
+
+
+def test_figure_tables_equal_their_json():
+    figures = _figures()
     used = {m[2] for page in figures.PAGES for m in figures.BLOCK.finditer(page.read_text(encoding="utf-8"))}
     assert used == set(figures.TABLES), f"tables never shown: {set(figures.TABLES) - used}"
     stale = figures.stale_blocks()
     assert not stale, "regenerate with `python benchmarks/figures.py`: " + ", ".join(stale)
+
+
+def test_task_table_is_imported_from_what_the_commands_wrote(tmp_path, monkeypatch):
+    """import-tasks reads `kobert finetune`'s eval.json and `kobert eval --json`, and the table renders it."""
+    figures = _figures()
+    evaluated = {"command": "kobert eval ner X --json Y", "cpu": "CPU: test", "examples": 366, "task": "ner",
+                 "results": [{"runtime": r, "metrics": {"entity_f1": 61.5, "precision": 60.0, "recall": 63.0},
+                              "agreement_percent": a, "seconds": 1.0} for r, a in (("torch", 100.0), ("onnx", 99.95))]}
+    (tmp_path / "task-ner").mkdir()
+    (tmp_path / "task-ner/eval.json").write_text(json.dumps({"train_seconds": 412.4, "config": {"epochs": 8, "lr": 3e-4}}))
+    (tmp_path / "task-ner-eval.json").write_text(json.dumps(evaluated))
+    record = figures.import_tasks(tmp_path / "task", "--checkpoint backbone")
+    [row] = record["tasks"]
+    assert record["runtimes"] == ["torch", "onnx"] and row["agreement_percent"] == 99.95
+    assert row["finetune"] == "8 epochs, LR 0.0003" and row["finetune_seconds"] == 412
+    (tmp_path / "tasks.json").write_text(json.dumps(record))
+    monkeypatch.setattr(figures, "RESULTS", tmp_path)
+    monkeypatch.setattr(figures, "TASKS", "tasks.json")
+    table = "\n".join(figures.tasks())
+    assert "| KMOU NER (2016klp test, 366 sentences) | strict entity F1 (seqeval) | 86.11 | 61.50 (P 60.00, R 63.00) " \
+           "| 99.950 % | 8 epochs, LR 0.0003, 412 s |" in table
 
 
 # --- executing the examples ------------------------------------------------------------------------
