@@ -379,7 +379,7 @@ def export(src: str | Path, out: str | Path, targets: str | list[str] | None = N
     tokenizer_path = find_tokenizer(loaded.path, tokenizer)
 
     with writing("the export", out.parent), staging_folder(out, ExportError, "the export") as staging:
-        manifest = _build(loaded, staging, targets, tokenizer_path)
+        manifest = _build(loaded, staging, targets, tokenizer_path, eval_set)
         say("parity: every artifact against the transformers reference")
         source = loaded.path if loaded.path is not None and loaded.path.is_dir() else None
         report = check_parity(staging, manifest, tolerance, eval_set, source)
@@ -425,7 +425,8 @@ def is_kobert_export(folder: Path) -> bool:
     return {"config", "artifacts"} <= set(manifest)
 
 
-def _build(loaded: LoadedCheckpoint, staging: Path, targets: list[str], tokenizer_path: Path | None) -> dict:
+def _build(loaded: LoadedCheckpoint, staging: Path, targets: list[str], tokenizer_path: Path | None,
+           eval_set: EvalSet | None = None) -> dict:
     weights = loaded.weights
     with writing("the reference checkpoint", staging.parent):
         save_hf_checkpoint(weights, staging / "reference")
@@ -444,10 +445,19 @@ def _build(loaded: LoadedCheckpoint, staging: Path, targets: list[str], tokenize
         manifest["tokenizer"] = "tokenizer"
         manifest["tokenizer_sha256"] = sha256_tree(staging, "tokenizer")
     order = registry.build_order(targets)
+    calibration = None
     for number, name in enumerate(order, start=1):
         say(f"export {number}/{len(order)}: {name}")
+        target = registry.target(name)
+        if target.calibrated and calibration is None:
+            from kobert.calibration import calibration_for
+
+            calibration = calibration_for(weights.config, staging / "tokenizer" if manifest["tokenizer"] else None,
+                                          eval_set)
         with writing(f"the {name} artifact", staging.parent):
-            artifact = registry.target(name).load_exporter().export(weights, staging)
+            exporter = target.load_exporter()
+            artifact = (exporter.export(weights, staging, calibration) if target.calibrated
+                        else exporter.export(weights, staging))
         if name in targets:
             entry = artifact.manifest_entry()
             entry["sha256"] = {k: v for f in artifact.files for k, v in sha256_tree(staging, f).items()}

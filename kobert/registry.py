@@ -50,6 +50,8 @@ class Target:
     default: bool = False  # built by a plain `kobert export`
     bench_label: str | None = None  # its row in `kobert bench`; None: not benchmarked
     summary: str = ""  # one line for --help and the README
+    # its exporter takes a third argument, a `kobert.calibration.Calibration` (static int8 tiers)
+    calibrated: bool = False
 
     @property
     def extra(self) -> str:
@@ -209,6 +211,10 @@ register_target(Target("openvino", "kobert.exporters.openvino:fp32", "openvino",
 register_target(Target("openvino-bf16", "kobert.exporters.openvino:bf16", "openvino", gate="bf16",
                        built_from="onnx", bench_label="openvino bf16",
                        summary="the same IR compiled in bfloat16 (AVX512-BF16 or AMX CPUs)"))
+register_target(Target("openvino-int8", "kobert.exporters.openvino:int8", "openvino", gate="int8",
+                       built_from="onnx", bench_label="openvino int8", calibrated=True,
+                       summary="NNCF static int8 of the IR, calibrated on Korean text (accuracy control "
+                               "with a task --eval-set)"))
 
 # --- deployable packages (kobert package <name>) --------------------------------------------
 

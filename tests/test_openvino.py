@@ -12,7 +12,7 @@ import pytest
 import transformers_reference
 from kobert import runtimes
 from kobert.bench.measure import cpu_info
-from kobert.checkpoint import init_checkpoint
+from kobert.checkpoint import init_checkpoint, shipped
 from kobert.config import INPUTS, preset
 from kobert.export import export
 
@@ -94,3 +94,77 @@ def test_plain_openvino_and_the_runtime_give_transformers_outputs(exported, arti
             if _cpu_has_bf16():
                 assert error > 1e-6, f"{name}: equal to f32, so the bf16 hint was not applied"
     assert (ours["logits"].argmax(-1) == want["logits"].argmax(-1)).all()
+
+
+# --- openvino-int8: NNCF static int8, calibrated on Korean text ----------------------------------
+
+# A shape no code path was written for: 3 heads of 16, 3 layers, an FFN of 80.
+UNSEEN = dict(hidden_size=48, num_hidden_layers=3, num_attention_heads=3, intermediate_size=80)
+
+
+@pytest.fixture(scope="module")
+def int8_checkpoint(tmp_path_factory):
+    import dataclasses
+
+    # Random weights, not test_tiers' spread_head: its encoder x4 puts activations out where one static
+    # scale per tensor cannot follow them (pooled cosine 0.995 with 300 calibration rows; dynamic int8,
+    # scaled per call, passes there).
+    config = dataclasses.replace(preset("tiny"), **UNSEEN).with_head("sequence_classification", 2)
+    return init_checkpoint(config, tmp_path_factory.mktemp("int8") / "ck", seed=7)
+
+
+def _export_int8(checkpoint, out, **options):
+    from kobert import calibration
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(calibration, "MAX_ITEMS", 24)  # a few seconds of statistics on the tiny model
+        return export(checkpoint, out, targets=["openvino-int8"], tokenizer=shipped("tokenizer"), **options)
+
+
+@pytest.fixture(scope="module")
+def int8_exported(int8_checkpoint, tmp_path_factory):
+    return _export_int8(int8_checkpoint, tmp_path_factory.mktemp("int8") / "export")
+
+
+def test_int8_ir_is_quantized_and_loads_in_plain_openvino(int8_exported, int8_checkpoint, tmp_path):
+    import openvino as ov
+
+    export_dir = int8_exported.out
+    entry = int8_exported.manifest["artifacts"]["openvino-int8"]
+    assert entry["files"] == ["openvino-int8/model.xml", "openvino-int8/model.bin"]
+    assert entry["compile_config"] == {"INFERENCE_PRECISION_HINT": "f32"}
+    assert entry["quantization"]["source"] == "golden texts + assets/calibration_ko.txt"
+    ops = [op.get_type_name() for op in ov.Core().read_model(str(export_dir / entry["files"][0])).get_ops()]
+    assert ops.count("FakeQuantize") >= 6 * UNSEEN["num_hidden_layers"], "the IR is not quantized"
+    rng = np.random.default_rng(3)
+    ids = rng.integers(5, 8002, size=(4, 21))
+    inputs = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    want = transformers_reference.outputs(transformers_reference.load(int8_checkpoint), inputs)
+    plain = _plain_openvino(export_dir, "openvino-int8", inputs, tmp_path)
+    with runtimes.load(export_dir, runtime="openvino", artifact="openvino-int8") as runtime:
+        ours = runtime.run(**inputs)
+    np.testing.assert_array_equal(ours["pooler_output"], plain["pooler_output"])
+    pooled, reference = plain["pooler_output"], want["pooler_output"]
+    cosine = (pooled * reference).sum(-1) / np.linalg.norm(pooled, axis=-1) / np.linalg.norm(reference, axis=-1)
+    assert cosine.min() > 0.99 and np.abs(pooled - reference).max() > 1e-6  # close to fp32, not fp32
+    assert int8_exported.report.artifacts["openvino-int8"].gate.tier == "int8" and int8_exported.report.passed
+
+
+def test_int8_under_accuracy_control_on_a_labelled_eval_set(int8_checkpoint, tmp_path):
+    from transformers import AutoTokenizer
+
+    from test_tiers import GOLDEN_TEXTS
+
+    # Labels from transformers itself (fp32), not from any kobert runtime.
+    encoded = AutoTokenizer.from_pretrained(str(shipped("tokenizer")))(GOLDEN_TEXTS, padding=True, return_tensors="np")
+    labels = transformers_reference.outputs(transformers_reference.load(int8_checkpoint), dict(encoded))["logits"].argmax(-1)
+    tsv = tmp_path / "eval.tsv"
+    tsv.write_text("id\tdocument\tlabel\n" + "".join(f"{i}\t{t}\t{l}\n" for i, (t, l) in enumerate(zip(GOLDEN_TEXTS, labels))),
+                   encoding="utf-8")
+    result = _export_int8(int8_checkpoint, tmp_path / "export", eval_set=tsv)
+    quantization = result.manifest["artifacts"]["openvino-int8"]["quantization"]
+    assert quantization["source"] == "eval set eval.tsv" and quantization["rows"] == len(GOLDEN_TEXTS)
+    assert quantization["accuracy_control"] == {"metric": "accuracy", "max_drop_points": 0.3,
+                                                "examples": len(GOLDEN_TEXTS)}
+    task = result.report.artifacts["openvino-int8"].task
+    assert task["measured_on"] == "labelled eval set eval.tsv" and abs(task["accuracy_delta_points"]) <= 0.3
