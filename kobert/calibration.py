@@ -37,12 +37,13 @@ Forward = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 @dataclass
 class TaskCheck:
-    """The metric accuracy control keeps: `measure(forward, indices)` in points on those examples."""
+    """The metric accuracy control keeps: `measure(forward, indices)` in points on those examples, and
+    each example's own value where it has one (accuracy; None for F1s and correlations)."""
 
     metric: str
     max_drop_points: float
     examples: int
-    measure: Callable[[Forward, list[int]], float]
+    measure: Callable[[Forward, list[int]], tuple[float, list[float] | None]]
 
 
 @dataclass
@@ -125,6 +126,13 @@ def task_check(config, tokenizer_dir: Path, eval_set) -> TaskCheck | None:
     from kobert.parity import GATES
 
     gate = GATES["int8"]
+    encoder = ForwardRuntime(config, tokenizer_dir, None).text_encoder  # loaded once, not per validation call
+
+    def runtime_over(forward):
+        runtime = ForwardRuntime(config, tokenizer_dir, forward)
+        runtime._encoder = encoder
+        return runtime
+
     examples = min(_length(eval_set.data), MAX_VALIDATION)
     if eval_set.task is None:
         if config.head != "sequence_classification" or config.num_labels < 2:
@@ -132,8 +140,8 @@ def task_check(config, tokenizer_dir: Path, eval_set) -> TaskCheck | None:
 
         def measure(forward, indices):
             texts, labels = subset(eval_set.data, indices)
-            logits = ForwardRuntime(config, tokenizer_dir, forward).logits(texts)
-            return 100 * float((logits.argmax(-1) == np.asarray(labels)).mean())
+            correct = 100.0 * (runtime_over(forward).logits(texts).argmax(-1) == np.asarray(labels))
+            return float(correct.mean()), correct.tolist()
 
         return TaskCheck("accuracy", gate.max_accuracy_delta_points, examples, measure)
     task = eval_set.task
@@ -141,7 +149,7 @@ def task_check(config, tokenizer_dir: Path, eval_set) -> TaskCheck | None:
 
     def measure(forward, indices):
         data = subset(eval_set.data, indices)
-        return float(score(task, predict_task(task, ForwardRuntime(config, tokenizer_dir, forward), data), data)[metric])
+        return float(score(task, predict_task(task, runtime_over(forward), data), data)[metric]), None
 
     return TaskCheck(metric, gate.max_metric_delta_points[metric], examples, measure)
 

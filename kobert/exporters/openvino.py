@@ -120,7 +120,7 @@ def quantize(model, calibration, output_names: list[str]):
             results = request.infer({k: np.asarray(v, dtype=np.int64) for k, v in inputs.items()})
             return {name: np.array(results[port]) for name, port in ports.items()}
 
-        return check.measure(forward, list(indices)), None
+        return check.measure(forward, list(indices))
 
     return nncf.quantize_with_accuracy_control(
         model, dataset, nncf.Dataset(list(range(check.examples))), validate, max_drop=check.max_drop_points,
