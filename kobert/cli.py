@@ -407,11 +407,12 @@ def check_export_head(export_dir: str, task: str) -> None:
 
 def cmd_eval_nsmc(args) -> int:
     from kobert.datasets import locate_nsmc, read_nsmc
-    from kobert.evaluate import evaluate_export, table
+    from kobert.evaluate import evaluate_export, selected_runs, table
 
     check_export_head(args.dir, "nsmc")
     test = read_nsmc(locate_nsmc(args.nsmc_dir) / "ratings_test.txt", limit=args.limit)
-    results = evaluate_export(args.dir, test.texts, test.labels, batch_size=args.batch_size)
+    results = evaluate_export(args.dir, test.texts, test.labels, batch_size=args.batch_size,
+                              which=selected_runs(args.dir, args.runtime, args.artifact))
     print(table(results, len(test)))
     _write_results(args, "nsmc", results, len(test))
     return _agreement_verdict(results, args.min_agreement)
@@ -419,11 +420,12 @@ def cmd_eval_nsmc(args) -> int:
 
 def cmd_eval_task(args) -> int:
     from kobert.datasets import read_task
-    from kobert.evaluate import evaluate_task, task_table
+    from kobert.evaluate import evaluate_task, selected_runs, task_table
 
     check_export_head(args.dir, args.eval_command)
     data = read_task(args.eval_command, "eval", args.data_dir, args.limit)
-    results = evaluate_task(args.dir, args.eval_command, data, batch_size=args.batch_size)
+    results = evaluate_task(args.dir, args.eval_command, data, batch_size=args.batch_size,
+                            which=selected_runs(args.dir, args.runtime, args.artifact))
     print(task_table(args.eval_command, results, len(data)))
     _write_results(args, args.eval_command, results, len(data))
     verdict = _agreement_verdict(results, args.min_agreement)
@@ -615,6 +617,7 @@ def _add_eval(commands) -> None:
     add_noise_options(e)
     e.add_argument("--min-agreement", type=float, default=None,
                    help="exit 1 below this agreement with torch (default: each tier's gate, 0.999 exact, 0.997 lossy)")
+    _add_eval_selection(e)
     e.set_defaults(func=cmd_eval_nsmc)
     for task, what in (("ynat", "KLUE YNAT dev macro-F1"), ("ner", "KMOU 2016klp test strict entity F1"),
                        ("sts", "KorSTS test Spearman (cross-encoder, and bi-encoder cosine)"),
@@ -629,7 +632,18 @@ def _add_eval(commands) -> None:
         add_noise_options(e)
         e.add_argument("--min-agreement", type=float, default=None,
                        help="exit 1 below this agreement with torch (default: each tier's gate, 0.999 exact, 0.997 lossy)")
+        _add_eval_selection(e)
         e.set_defaults(func=cmd_eval_task)
+
+
+def _add_eval_selection(e) -> None:
+    from kobert import registry
+
+    e.add_argument("--runtime", default=None, choices=[*registry.RUNTIMES, "auto"],
+                   help="only this runtime (and torch, which agreement is measured against); auto: the export's "
+                        "fastest artifact that passed its gate on this CPU, said on stderr")
+    e.add_argument("--artifact", default=None, choices=[registry.REFERENCE, *registry.TARGETS],
+                   help="only this manifest artifact (and torch)")
 
 
 def _add_setup_mxnet(commands) -> None:

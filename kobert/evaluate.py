@@ -23,6 +23,35 @@ def runs(manifest: dict) -> list[tuple[str, str]]:
                                               if name in manifest["artifacts"]]
 
 
+def selected_runs(export_dir, runtime: str | None = None, artifact: str | None = None) -> list[tuple[str, str]] | None:
+    """`kobert eval --runtime/--artifact`: torch (the reference agreement is measured against) and the one
+    run asked for; `auto` is the export's fastest passing artifact here (`kobert.runtimes.auto`), said on
+    stderr. None when neither is given: every artifact."""
+    from kobert import registry
+    from kobert.progress import say
+    from kobert.runtimes.base import read_manifest
+
+    if runtime is None and artifact is None:
+        return None
+    if runtime == "auto":
+        from kobert.runtimes.auto import choose
+
+        choice = choose(export_dir)
+        say(choice.reason)
+        runtime, artifact = choice.runtime, choice.artifact
+    have = read_manifest(export_dir)["artifacts"]
+    if artifact is None:
+        opened = [name for name, target in registry.TARGETS.items() if target.runtime == runtime and name in have]
+        if runtime == "torch":
+            opened = [registry.REFERENCE]
+        if not opened:
+            raise ValueError(f"{export_dir}: no artifact here is opened by runtime {runtime!r} (it has {', '.join(have)})")
+        artifact = opened[0]
+    runtime = runtime or registry.runtimes_for(artifact)[0]
+    chosen = (runtime, artifact)
+    return [("torch", registry.REFERENCE)] + ([chosen] if chosen != ("torch", registry.REFERENCE) else [])
+
+
 @dataclass
 class RuntimeAccuracy:
     name: str

@@ -89,3 +89,20 @@ def test_a_runtime_without_its_default_artifact_runs_the_one_here(exported, tmp_
     with runtimes.load(only_optimized, runtime="onnx") as runtime:
         assert runtime.artifact == "onnx-optimized"
     assert "has no 'onnx' artifact; runtime onnx runs 'onnx-optimized'" in capsys.readouterr().err
+
+
+def test_kobert_eval_runs_torch_and_the_one_runtime_asked_for(exported, tmp_path, capsys):
+    nsmc = tmp_path / "nsmc"
+    nsmc.mkdir()
+    reviews = ["이 영화 정말 재밌어요", "스토리가 너무 지루하다", "배우들 연기가 최고", "돈이 아깝다"]
+    for split in ("train", "test"):  # the NSMC folder holds both
+        (nsmc / f"ratings_{split}.txt").write_text("id\tdocument\tlabel\n" + "".join(
+            f"{i}\t{text}\t{i % 2}\n" for i, text in enumerate(reviews)), encoding="utf-8")
+    kobert_main(["eval", "nsmc", str(exported), "--nsmc-dir", str(nsmc), "--runtime", "auto"])
+    captured = capsys.readouterr()
+    rows = [line.split("|")[1].strip() for line in captured.out.splitlines() if line.startswith("| ") and "---" not in line]
+    chosen = captured.err.split("--runtime auto chose ")[1].split()[0]
+    assert rows[1:] == ["torch", chosen] and chosen in ("onnx", "onnx-optimized")
+    kobert_main(["eval", "nsmc", str(exported), "--nsmc-dir", str(nsmc), "--artifact", "onnx-optimized"])
+    rows = [line.split("|")[1].strip() for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert rows[1:] == ["torch", "onnx-optimized"]
