@@ -168,3 +168,21 @@ def test_int8_under_accuracy_control_on_a_labelled_eval_set(int8_checkpoint, tmp
                                                 "examples": len(GOLDEN_TEXTS)}
     task = result.report.artifacts["openvino-int8"].task
     assert task["measured_on"] == "labelled eval set eval.tsv" and abs(task["accuracy_delta_points"]) <= 0.3
+
+
+def test_a_compile_that_crashes_is_one_line_error_not_a_dead_process(exported, tmp_path, monkeypatch):
+    from kobert.runtimes import openvino as ov_runtime
+
+    export_dir, inputs, _ = exported
+    monkeypatch.setenv("KOBERT_CACHE_DIR", str(tmp_path / "cache"))
+    # The child dies as #35943's did: SIGFPE inside compile_model.
+    monkeypatch.setattr(ov_runtime, "COMPILE_PROBE", "import os, signal; os.kill(os.getpid(), signal.SIGFPE)")
+    with pytest.raises(RuntimeError) as failed:
+        runtimes.load(export_dir, runtime="openvino", artifact="openvino")
+    message = str(failed.value)
+    assert "\n" not in message and "crashed with SIGFPE" in message and "openvino/model.xml" in message
+    monkeypatch.undo()
+    monkeypatch.setenv("KOBERT_CACHE_DIR", str(tmp_path / "cache"))
+    with runtimes.load(export_dir, runtime="openvino", artifact="openvino") as runtime:  # the real probe passes
+        assert runtime.run(**inputs)["logits"].shape[0] == 3
+    assert (tmp_path / "cache" / "openvino-compiles.json").is_file()

@@ -7,6 +7,10 @@ model is shared, a request is not.
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -19,6 +23,36 @@ from kobert.runtimes.base import Runtime
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}
 
 
+# Compiles an IR in a child process: a crash there (SIGFPE in compile_model, openvinotoolkit/openvino#35943)
+# is a one-line error, not a dead server. Argument: the IR path and the compile config as JSON.
+COMPILE_PROBE = ("import json, sys, openvino as ov; "
+                 "ov.Core().compile_model(sys.argv[1], 'CPU', json.loads(sys.argv[2]))")
+
+
+def compiles_here(xml: Path, config: dict) -> None:
+    """Compile once in a child process per (CPU, OpenVINO version), remembered in the cache folder; a child
+    killed by a signal raises one RuntimeError naming it, the IR, the CPU and the issue."""
+    from kobert.runtimes.auto import cache_dir, cpu_signature
+
+    marker = cache_dir() / "openvino-compiles.json"
+    key = f"{cpu_signature()} | openvino {ov.__version__}"
+    try:
+        known = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    if known.get(key):
+        return
+    done = subprocess.run([sys.executable, "-c", COMPILE_PROBE, str(xml), json.dumps(config)],
+                          capture_output=True, text=True)
+    if done.returncode < 0:
+        name = signal.Signals(-done.returncode).name
+        raise RuntimeError(f"{xml}: OpenVINO {ov.__version__} crashed with {name} compiling the IR on this CPU "
+                           f"({cpu_signature()[:60]}); see openvinotoolkit/openvino#35943, or use --runtime onnx")
+    if done.returncode == 0:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({**known, key: True}), encoding="utf-8")
+
+
 class OpenVinoRuntime(Runtime):
     name = "openvino"
     default_artifact = "openvino"
@@ -27,7 +61,12 @@ class OpenVinoRuntime(Runtime):
         config = dict(self.entry.get("compile_config") or F32)
         if self.threads is not None:
             config["INFERENCE_NUM_THREADS"] = self.threads
-        self.compiled = ov.Core().compile_model(str(files[0]), "CPU", config)
+        compiles_here(files[0], config)
+        try:
+            self.compiled = ov.Core().compile_model(str(files[0]), "CPU", config)
+        except RuntimeError as e:
+            why = (str(e).strip().splitlines() or ["no reason given"])[-1]
+            raise RuntimeError(f"{files[0]}: OpenVINO could not compile the IR with {config}: {why}") from None
         self.ports = {name: self._output_port(name) for name in self.output_names}
         self.input_dtypes = {spec["name"]: np.dtype(spec["dtype"]) for spec in self.entry["inputs"]}
         self._requests = threading.local()
