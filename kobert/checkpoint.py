@@ -19,6 +19,7 @@ checkpoints through here, never the other way round).
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 HEAD_PREFIXES = (*dict.fromkeys(f"{spec.layer}." for spec in HEAD_SPECS.values() if spec.layer), "cls.")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 ASSETS = Path(__file__).parent / "assets"
+# Written by `kobert import` (kobert.importing) beside the weights: which framework's file they came from.
+PROVENANCE_FILE = "provenance.json"
 DEFAULT = "default"  # names the shipped default model wherever a checkpoint is expected
 BACKBONE = "backbone"  # names the shipped pretrained encoder (no task head), e.g. `finetune --checkpoint backbone`
 
@@ -189,7 +192,19 @@ def load_checkpoint(src: str | Path) -> LoadedCheckpoint:
     weights = CanonicalWeights.from_hf_state_dict(config, state, source=str(weight_file))
     source = {"kind": kind, "location": str(src), "pad_token_id": config.pad_token_id,
               "sha256": {f.name: sha256_file(f) for f in files}}
+    if path.is_dir() and (path / PROVENANCE_FILE).is_file():  # into the export manifest's "source"
+        source["provenance"] = read_provenance(path / PROVENANCE_FILE)
     return LoadedCheckpoint(weights, source, path)
+
+
+def read_provenance(path: Path) -> dict:
+    try:
+        provenance = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(provenance, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return provenance
 
 
 def init_checkpoint(config: KoBertConfig, out: str | Path, seed: int = 0) -> Path:

@@ -67,6 +67,14 @@ def cmd_tokenizer_train(args) -> int:
     return 0
 
 
+def cmd_import(args) -> int:
+    from kobert.importing import import_model
+
+    out = import_model(args.framework, args.model, args.out, force=args.force)
+    print(f"wrote a Hugging Face checkpoint of {args.model} to {out} (export it with: kobert export {out} --to ...)")
+    return 0
+
+
 def cmd_export(args) -> int:
     import warnings
 
@@ -499,6 +507,17 @@ def _add_init(commands) -> None:
     p.set_defaults(func=cmd_init)
 
 
+def _add_import(commands) -> None:
+    from kobert.importing import IMPORTERS
+
+    p = commands.add_parser("import", help="a model trained in another framework back to a Hugging Face checkpoint")
+    p.add_argument("framework", choices=list(IMPORTERS))
+    p.add_argument("model", metavar="MODEL", help="keras: the .keras file (or the export's keras/ folder)")
+    p.add_argument("--out", required=True, help="the checkpoint folder to write (config, safetensors, tokenizer)")
+    p.add_argument("--force", action="store_true", help="replace an earlier `kobert import` output at --out")
+    p.set_defaults(func=cmd_import)
+
+
 def _add_inspect(commands) -> None:
     p = commands.add_parser("inspect", help="config, parameter count, head, sha256, pad id of a checkpoint")
     p.add_argument("checkpoint")
@@ -662,7 +681,7 @@ def _add_demo(commands) -> None:
 
 
 # `kobert --help` lists the commands in this order; the training commands follow.
-COMMANDS = (_add_tokenize, _add_init, _add_inspect, _add_tokenizer, _add_export, _add_parity, _add_run, _add_package,
+COMMANDS = (_add_tokenize, _add_init, _add_import, _add_inspect, _add_tokenizer, _add_export, _add_parity, _add_run, _add_package,
             _add_bench, _add_eval, _add_setup_mxnet, _add_demo)
 
 

@@ -241,3 +241,9 @@ register_target(Target("torch-bf16", "kobert.exporters.torch_bf16", "torch-bf16"
                        bench_label="torch bf16 (autocast)",
                        summary="transformers under torch bfloat16 autocast, bf16 matmul weights "
                                "(fast where the CPU has AVX512_BF16 or AMX)"))
+
+# --- Keras 3: a trainable model of stock Keras / KerasHub classes, and back (`kobert import keras`) ---
+register_runtime(RuntimeSpec("keras", "kobert.runtimes.keras:KerasRuntime", "keras", quiet=TF_QUIET))
+register_target(Target("keras", "kobert.exporters.keras", "keras",
+                       summary="Keras 3 model (.keras, KerasHub layers, exact GELU) with a raw-text preprocessor "
+                               "for sequence classifiers; fine-tune with model.fit"))
