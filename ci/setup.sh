@@ -35,6 +35,13 @@ pip_install .venv/bin/python -e ".[all]"
 pip_install .venv/bin/python --no-deps "tensorflow-text==2.21.1"
 .venv/bin/python -c "import tensorflow_text" 2>/dev/null \
   || { echo "ci/setup.sh: tensorflow-text failed to install into .venv" >&2; exit 1; }
+# keras-hub (the keras target: KerasHub layers, tokenizer and classifier) requires tensorflow-text, which would
+# bring `tensorflow` beside tensorflow-cpu again: so keras-hub without dependencies, then the ones it imports
+# (keras 3 comes with tensorflow-cpu; kagglehub, regex, rich and tokenizers are pure pip installs).
+pip_install .venv/bin/python --no-deps "keras-hub==0.32.*"
+pip_install .venv/bin/python "keras>=3.15" kagglehub regex rich tokenizers
+.venv/bin/python -c "import keras_hub" 2>/dev/null \
+  || { echo "ci/setup.sh: keras-hub failed to install into .venv" >&2; exit 1; }
 
 if [ ! -x .venv-mxnet/bin/python ]; then "$PYTHON" -m venv .venv-mxnet; fi
 # The MXNet pins are said once, in kobert/mxnet_env.py (also read by `kobert setup-mxnet`).
