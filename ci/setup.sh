@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create the three environments and install everything (idempotent).
 #   .venv        the main stack: torch 2.13 (CPU), transformers, tokenizers, sentencepiece, safetensors,
-#                huggingface_hub, tensorflow-cpu 2.21, tf2onnx, onnx, onnxruntime, and kobert itself
+#                huggingface_hub, tensorflow-cpu 2.21, tf2onnx, onnx, onnxruntime, pyspark, and kobert itself
 #   .venv-mxnet  the legacy serving stack: mxnet 1.9.1 with numpy<2 (MXNet does not import with numpy 2),
 #                Multi Model Server 1.1.11 + model-archiver 1.0.3 + tokenizers (and Java 17 from the OS)
 #   .venv-hf4    transformers 4.57 (what Optimum still requires, and the last with a question-answering
@@ -26,8 +26,9 @@ if [ ! -x .venv/bin/python ]; then "$PYTHON" -m venv .venv; fi
 # here pip finds torch-2.13.0+cpu in the machine's wheel directory (pip config: find-links); elsewhere add
 # --index-url https://download.pytorch.org/whl/cpu (docs/install.md).
 pip_install .venv/bin/python "torch==2.13.0"
-pip_install .venv/bin/python -e ".[all]"
-.venv/bin/python -c "import kobert, torch, transformers, tensorflow, onnxruntime, tf2onnx" 2>/dev/null \
+# spark: pyspark for kobert.spark / `kobert bulk` (tests/test_spark.py; Java 17 is installed below for MMS).
+pip_install .venv/bin/python -e ".[all,spark]"
+.venv/bin/python -c "import kobert, torch, transformers, tensorflow, onnxruntime, tf2onnx, pyspark" 2>/dev/null \
   || { echo "ci/setup.sh: the main environment (.venv) failed to install" >&2; exit 1; }
 
 # tensorflow-text (the tf-text target's in-graph SentencePiece) requires the `tensorflow` package, which

@@ -595,6 +595,21 @@ def _add_run(commands) -> None:
     p.set_defaults(func=cmd_run)
 
 
+def _add_bulk(commands) -> None:
+    from kobert.bulk import add_bulk_arguments
+
+    p = commands.add_parser("bulk", help="labels, logits, embeddings, entities or answers of files on Apache Spark "
+                                         "(local by default; pip install kobert[spark])")
+    add_bulk_arguments(p, add_noise_options)
+    p.set_defaults(func=cmd_bulk)
+
+
+def cmd_bulk(args) -> int:
+    from kobert.bulk import run
+
+    return run(args)
+
+
 def _add_package(commands) -> None:
     from kobert import registry
 
@@ -681,7 +696,7 @@ def _add_demo(commands) -> None:
 
 
 # `kobert --help` lists the commands in this order; the training commands follow.
-COMMANDS = (_add_tokenize, _add_init, _add_import, _add_inspect, _add_tokenizer, _add_export, _add_parity, _add_run, _add_package,
+COMMANDS = (_add_tokenize, _add_init, _add_import, _add_inspect, _add_tokenizer, _add_export, _add_parity, _add_run, _add_bulk, _add_package,
             _add_bench, _add_eval, _add_setup_mxnet, _add_demo)
 
 

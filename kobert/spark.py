@@ -23,8 +23,11 @@ retries it) and then the job.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import subprocess
 import sys
 import tarfile
 import tempfile
@@ -133,7 +136,7 @@ def predict(df: DataFrame, export, task: str, runtime: str = "onnx", text_col: s
     if missing:
         raise ValueError(f"input has no column {missing[0]!r} (it has {', '.join(df.columns) or 'none'})")
     carried = [ERROR_COL] if ERROR_COL in df.columns else []
-    config = _config(df.sparkSession, export)
+    config = export_config(export)
     schema = T.StructType([df.schema[id_col], *result_fields(task, config), T.StructField(ERROR_COL, T.StringType())])
     job = BulkJob(str(export), task, runtime, artifact, task_cpus(df.sparkSession), batch_size, pooling,
                   bool(carried), load, id_col, schema.fieldNames())
@@ -144,7 +147,8 @@ def task_cpus(spark: SparkSession) -> int:
     return int(spark.conf.get("spark.task.cpus", "1"))
 
 
-def _config(spark: SparkSession, export):
+def export_config(export):
+    """The model config of an export reference, read from its manifest where this process sees it."""
     from kobert.config import KoBertConfig
     from kobert.runtimes.base import read_manifest
 
@@ -368,6 +372,58 @@ def _filesystem(spark: SparkSession, output: str):
     jvm = spark.sparkContext._jvm
     path = jvm.org.apache.hadoop.fs.Path(output)
     return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path
+
+
+# --- a standalone cluster on this machine (the test and the benchmark) -----------------------------
+
+
+def free_port() -> int:
+    """A free port on 127.0.0.1 below Linux's ephemeral range (32768-60999), where the JVMs' own random ports land."""
+    import socket
+
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port < 32768:
+            return port
+
+
+@contextlib.contextmanager
+def loopback_cluster(work_dir: str | Path, workers: int = 2, cores: int = 1, memory: str = "1g",
+                     env: dict | None = None):
+    """A Spark standalone master and `workers` workers on 127.0.0.1, started with Spark's own launch
+    classes (as sbin/start-master.sh does), yielding the master's URL; every process is stopped by its
+    process group at the end. `env` reaches the executors (PYTHONPATH, PYSPARK_PYTHON)."""
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    port, processes = free_port(), []
+    url = f"spark://127.0.0.1:{port}"
+    try:
+        processes.append(_launch("org.apache.spark.deploy.master.Master", ["--host", "127.0.0.1", "--port", str(port),
+                                 "--webui-port", str(free_port())], work_dir / "master.log", env))
+        for n in range(workers):
+            processes.append(_launch("org.apache.spark.deploy.worker.Worker", [
+                "--host", "127.0.0.1", "--cores", str(cores), "--memory", memory, "--webui-port", str(free_port()),
+                "--work-dir", str(work_dir / f"worker{n}"), url], work_dir / f"worker{n}.log", env))
+        yield url
+    finally:
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            process.wait(timeout=60)
+
+
+def _launch(main_class: str, args: list[str], log: Path, env: dict | None):
+    import pyspark
+
+    home = Path(pyspark.__file__).parent
+    full_env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1",
+                "PYSPARK_PYTHON": sys.executable, **(env or {})}
+    with log.open("wb") as out:
+        return subprocess.Popen(["java", "-Xmx256m", "-cp", f"{home}/jars/*", main_class, *args], env=full_env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def job_error(error: Exception) -> str:
