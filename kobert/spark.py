@@ -378,15 +378,19 @@ def _filesystem(spark: SparkSession, output: str):
 
 
 def free_port() -> int:
-    """A free port on 127.0.0.1 below Linux's ephemeral range (32768-60999), where the JVMs' own random ports land."""
+    """A free port on 127.0.0.1 below Linux's ephemeral range (32768-60999), where the JVMs' own random ports
+    land (so a port chosen here cannot be taken by one of them before its server binds it)."""
+    import random
     import socket
 
-    while True:
+    for port in random.sample(range(10_000, 32_768), 200):
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port < 32768:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
             return port
+    raise RuntimeError("no free port on 127.0.0.1 between 10000 and 32767")
 
 
 @contextlib.contextmanager
@@ -406,6 +410,10 @@ def loopback_cluster(work_dir: str | Path, workers: int = 2, cores: int = 1, mem
             processes.append(_launch("org.apache.spark.deploy.worker.Worker", [
                 "--host", "127.0.0.1", "--cores", str(cores), "--memory", memory, "--webui-port", str(free_port()),
                 "--work-dir", str(work_dir / f"worker{n}"), url], work_dir / f"worker{n}.log", env))
+        # A driver that finds no live master gives up ("All masters are unresponsive"): wait for every JVM.
+        _wait_for(work_dir / "master.log", "I have been elected leader", processes[0])
+        for n in range(workers):
+            _wait_for(work_dir / f"worker{n}.log", "Successfully registered with master", processes[n + 1])
         yield url
     finally:
         for process in processes:
@@ -413,6 +421,17 @@ def loopback_cluster(work_dir: str | Path, workers: int = 2, cores: int = 1, mem
                 os.killpg(process.pid, signal.SIGTERM)
         for process in processes:
             process.wait(timeout=60)
+
+
+def _wait_for(log: Path, line: str, process, timeout: float = 300) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while line not in log.read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            tail = log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{log}: no {line!r} ({'exited' if process.poll() is not None else 'timed out'}):\n{tail}")
+        time.sleep(0.5)
 
 
 def _launch(main_class: str, args: list[str], log: Path, env: dict | None):
