@@ -438,7 +438,10 @@ def _launch(main_class: str, args: list[str], log: Path, env: dict | None):
     import pyspark
 
     home = Path(pyspark.__file__).parent
-    full_env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1",
+    # What bin/load-spark-env.sh sets: without it a worker cannot build its executors' class path
+    # ("Cannot find any build directories").
+    scala = next(home.glob("jars/scala-library-*.jar")).name.removeprefix("scala-library-").rsplit(".", 2)[0]
+    full_env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_SCALA_VERSION": scala,
                 "PYSPARK_PYTHON": sys.executable, **(env or {})}
     with log.open("wb") as out:
         return subprocess.Popen(["java", "-Xmx256m", "-cp", f"{home}/jars/*", main_class, *args], env=full_env,
