@@ -456,7 +456,8 @@ def job_error(error: Exception) -> str:
         head = line.split(":", 1)[0]
         if head.endswith(("Error", "Exception")) and " " not in head and not head.startswith(("org.", "java.")):
             return line.split(":", 1)[1].strip() if ":" in line else line
-    return lines[0] if lines else type(error).__name__
+    java = next((line.lstrip(": ") for line in lines if "Exception: " in line), None)  # a JVM-side cause
+    return f"{lines[0]} {java}" if lines and java else (lines[0] if lines else type(error).__name__)
 
 
 def is_job_error(error: Exception) -> bool:

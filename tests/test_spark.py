@@ -213,7 +213,7 @@ def test_a_standalone_cluster_gives_the_runtimes_rows_from_a_shipped_export(clus
         expected = rt.classify(TEXTS)
     env = {**os.environ, "PYTHONPATH": str(REPO), "SPARK_LOCAL_IP": "127.0.0.1"}
     result = subprocess.run([sys.executable, "-c", DRIVER, cluster, str(ex), json.dumps(TEXTS)], env=env,
-                            capture_output=True, text=True, timeout=240)
+                            capture_output=True, text=True, timeout=420)
     assert result.returncode == 0, result.stderr[-3000:]
     got = json.loads(result.stdout.strip().splitlines()[-1])
     assert [(got[f"r{i}"][0], got[f"r{i}"][2]) for i in range(len(TEXTS))] == [(e["label"], None) for e in expected]
