@@ -80,7 +80,10 @@ def ship(spark: SparkSession, export_dir: str | Path) -> str:
     name = f"kobert-export-{uuid.uuid4().hex[:12]}.tar"
     archive = Path(tempfile.mkdtemp(prefix="kobert-ship-")) / name
     with tarfile.open(archive, "w") as tar:
-        tar.add(export_dir, arcname=".")
+        # Members named by the folder's children, never ".": Hadoop's untar refuses a "./" entry
+        # ("expanding ./ would create entry outside of ...").
+        for child in sorted(export_dir.iterdir()):
+            tar.add(child, arcname=child.name)
     spark.sparkContext.addArchive(str(archive))
     return SHIPPED + name
 
