@@ -33,7 +33,7 @@ BLOCK = re.compile(r"^(<!-- figures: ([\w-]+) -->\n)(.*?)^(<!-- /figures -->)", 
 SHAPES = ["b1 s16", "b1 s128", "b8 s128", "b32 s128"]
 BENCH = "bench-2026-12-02.json"
 THROUGHPUT = "throughput-2026-12-02.json"
-TASKS = "tasks-2026-12-02.json"
+TASKS = "tasks-2026-12-05.json"
 
 
 def load(name: str) -> dict:
@@ -436,7 +436,7 @@ def import_tasks(prefix: Path, checkpoint: str) -> dict:
         names = [r["runtime"] for r in results]
         if runtimes is not None and names != runtimes:
             raise SystemExit(f"{record}: runtimes {names}, the other tasks {runtimes}")
-        runtimes, cpu = names, evaluated["cpu"]
+        runtimes, cpu = names, evaluated["cpu"].removeprefix("CPU: ")
         metrics = results[0].get("metrics") or {"accuracy": results[0]["accuracy_percent"]}
         agreement = min(r["agreement_percent"] for r in results)
         epochs = trained["config"]["epochs"]

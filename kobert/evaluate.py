@@ -140,7 +140,7 @@ def results_record(task: str, results: list, examples: int, command: str) -> dic
             row["metrics"] = {k: round(v, 2) for k, v in r.metrics.items()}
         rows.append({**row, "agreement_percent": round(100 * r.agreement, 3), "seconds": round(r.seconds, 1)})
     return {"source": "written by the command below", "date": time.strftime("%Y-%m-%d"), "command": command,
-            "cpu": cpu_line(cpu_info()), "examples": examples, "task": task, "results": rows}
+            "cpu": cpu_line(cpu_info()).removeprefix("CPU: "), "examples": examples, "task": task, "results": rows}
 
 
 # --- every task: `kobert eval ynat|ner|sts|qa DIR` -------------------------------------------------
