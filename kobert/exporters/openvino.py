@@ -44,22 +44,33 @@ class OpenVinoTier:
         return {"INFERENCE_PRECISION_HINT": self.precision}
 
     def export(self, weights: CanonicalWeights, export_dir: Path) -> ExportedArtifact:
-        export_dir = Path(export_dir)
-        source = export_dir / "onnx" / "model.onnx"
-        if not source.is_file():
-            raise FileNotFoundError(f"{source}: no fp32 ONNX here; export the 'onnx' artifact first")
-        model = ov.convert_model(str(source))
-        target = export_dir / self.name / "model.xml"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        ov.save_model(model, str(target), compress_to_fp16=False)
-        return ExportedArtifact(
-            name=self.name,
-            files=[f"{self.name}/model.xml", f"{self.name}/model.bin"],
-            inputs=[{"name": name, "dtype": dtype} for name, dtype in INPUTS],
-            outputs=list(weights.config.output_names),
-            framework=f"openvino {ov.__version__}",
-            extra={"tier": self.precision, "compile_config": self.compile_config},
-        )
+        model = ov.convert_model(str(_onnx_source(Path(export_dir))))
+        return _save_ir(model, Path(export_dir), self.name, weights, f"openvino {ov.__version__}",
+                        {"tier": self.precision, "compile_config": self.compile_config})
+
+
+def _onnx_source(export_dir: Path) -> Path:
+    """The fp32 ONNX artifact every OpenVINO tier is converted from."""
+    source = export_dir / "onnx" / "model.onnx"
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: no fp32 ONNX here; export the 'onnx' artifact first")
+    return source
+
+
+def _save_ir(model, export_dir: Path, name: str, weights: CanonicalWeights, framework: str,
+             extra: dict) -> ExportedArtifact:
+    """`model` saved as NAME/model.xml + .bin (fp32 weights), described as the manifest lists it: IR first."""
+    target = export_dir / name / "model.xml"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(model, str(target), compress_to_fp16=False)
+    return ExportedArtifact(
+        name=name,
+        files=[f"{name}/model.xml", f"{name}/model.bin"],
+        inputs=[{"name": input_name, "dtype": dtype} for input_name, dtype in INPUTS],
+        outputs=list(weights.config.output_names),
+        framework=framework,
+        extra=extra,
+    )
 
 
 fp32 = OpenVinoTier("openvino", "f32")
@@ -74,26 +85,15 @@ class OpenVinoInt8:
     precision: str = "f32"  # of the ops NNCF leaves in float
 
     def export(self, weights: CanonicalWeights, export_dir: Path, calibration) -> ExportedArtifact:
-        export_dir = Path(export_dir)
-        source = export_dir / "onnx" / "model.onnx"
-        if not source.is_file():
-            raise FileNotFoundError(f"{source}: no fp32 ONNX here; export the 'onnx' artifact first")
-        quantized = quantize(ov.convert_model(str(source)), calibration, list(weights.config.output_names))
-        target = export_dir / self.name / "model.xml"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        ov.save_model(quantized, str(target), compress_to_fp16=False)
         import nncf
 
-        return ExportedArtifact(
-            name=self.name,
-            files=[f"{self.name}/model.xml", f"{self.name}/model.bin"],
-            inputs=[{"name": name, "dtype": dtype} for name, dtype in INPUTS],
-            outputs=list(weights.config.output_names),
-            framework=f"openvino {ov.__version__}, nncf {nncf.__version__}",
-            extra={"tier": "int8", "compile_config": {"INFERENCE_PRECISION_HINT": self.precision},
-                   "quantization": {"method": "nncf static", "model_type": "transformer", "smooth_quant": False,
-                                    **calibration.record()}},
-        )
+        source = _onnx_source(Path(export_dir))
+        quantized = quantize(ov.convert_model(str(source)), calibration, list(weights.config.output_names))
+        extra = {"tier": "int8", "compile_config": {"INFERENCE_PRECISION_HINT": self.precision},
+                 "quantization": {"method": "nncf static", "model_type": "transformer", "smooth_quant": False,
+                                  **calibration.record()}}
+        return _save_ir(quantized, Path(export_dir), self.name, weights,
+                        f"openvino {ov.__version__}, nncf {nncf.__version__}", extra)
 
 
 def quantize(model, calibration, output_names: list[str]):
