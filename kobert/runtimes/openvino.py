@@ -25,6 +25,7 @@ F32 = {"INFERENCE_PRECISION_HINT": "f32"}
 
 # Compiles an IR in a child process: a crash there (SIGFPE in compile_model, openvinotoolkit/openvino#35943)
 # is a one-line error, not a dead server. Argument: the IR path and the compile config as JSON.
+COMPILE_PROBE_TIMEOUT_S = 600
 COMPILE_PROBE = ("import json, sys, openvino as ov; "
                  "ov.Core().compile_model(sys.argv[1], 'CPU', json.loads(sys.argv[2]))")
 
@@ -42,8 +43,12 @@ def compiles_here(xml: Path, config: dict) -> None:
         known = {}
     if known.get(key):
         return
-    done = subprocess.run([sys.executable, "-c", COMPILE_PROBE, str(xml), json.dumps(config)],
-                          capture_output=True, text=True)
+    try:  # a compile that hangs is an error too, never a server stuck at start-up
+        done = subprocess.run([sys.executable, "-c", COMPILE_PROBE, str(xml), json.dumps(config)],
+                              capture_output=True, text=True, timeout=COMPILE_PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{xml}: OpenVINO {ov.__version__} did not finish compiling the IR in "
+                           f"{COMPILE_PROBE_TIMEOUT_S} s (a child process); use --runtime onnx") from None
     if done.returncode < 0:
         name = signal.Signals(-done.returncode).name
         raise RuntimeError(f"{xml}: OpenVINO {ov.__version__} crashed with {name} compiling the IR on this CPU "
