@@ -398,3 +398,35 @@ def test_publish_keeps_the_shipped_tokenizer_of_the_same_vocabulary(tmp_path):
     (tmp_path / "staging/tokenizer.json").write_text(json.dumps(trained), encoding="utf-8")
     _keep_published_tokenizer(tmp_path / "dest", tmp_path / "staging")
     assert json.loads((tmp_path / "staging/tokenizer.json").read_text(encoding="utf-8")) == trained
+
+
+def test_grown_backbone_stacks_the_trained_layers_and_loads_plainly(tmp_path, capsys):
+    """`kobert backbone grow`: new layer i starts as trained layer i mod n, the rest is the source's, and
+    plain transformers loads the deeper encoder; a shallower target or an existing folder is one line."""
+    import transformers
+
+    from kobert.cli import main
+
+    config = transformers.BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=64, max_position_embeddings=32)
+    torch.manual_seed(0)
+    transformers.BertForMaskedLM(config).save_pretrained(tmp_path / "src")
+    (tmp_path / "src/state.json").write_text(json.dumps({"step": 7, "tokens": 896, "recipe": {"objective": "mlm"}}))
+
+    assert main(["backbone", "grow", str(tmp_path / "src"), "--layers", "5", "--out", str(tmp_path / "grown")]) == 0
+    src, grown = _weights(tmp_path / "src"), _weights(tmp_path / "grown")
+    for new in range(5):
+        for key in [k for k in src if k.startswith("bert.encoder.layer.0.")]:
+            rest = key.split(".", 4)[4]
+            np.testing.assert_array_equal(grown[f"bert.encoder.layer.{new}.{rest}"], src[f"bert.encoder.layer.{new % 2}.{rest}"])
+    np.testing.assert_array_equal(grown["bert.embeddings.word_embeddings.weight"], src["bert.embeddings.word_embeddings.weight"])
+    model = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "grown")
+    assert model.config.num_hidden_layers == 5 and len(model.bert.encoder.layer) == 5
+    state = json.loads((tmp_path / "grown/state.json").read_text())
+    assert state["step"] == 7 and state["grown"]["layers"] == [2, 5]
+
+    capsys.readouterr()
+    assert main(["backbone", "grow", str(tmp_path / "src"), "--layers", "2", "--out", str(tmp_path / "other")]) != 0
+    assert "already has 2 layers" in capsys.readouterr().err and not (tmp_path / "other").exists()
+    assert main(["backbone", "grow", str(tmp_path / "src"), "--layers", "4", "--out", str(tmp_path / "grown")]) != 0
+    assert "already exists" in capsys.readouterr().err

@@ -151,3 +151,41 @@ def _backbone_state(run: Path, dest: Path, trainer: dict, heldout: dict | None, 
         "sessions": previous.get("sessions", []) + [session],
         "continue_with": "kobert pretrain --init-from kobert/assets/backbone (same recipe; fresh optimizer, re-warm-up)",
     }
+
+
+def grow_backbone(src: str | Path, dest: str | Path, layers: int) -> dict:
+    """A deeper backbone made by stacking (Gong et al. 2019, "Efficient Training of BERT by Progressively
+    Stacking"): layer i of the new encoder starts as trained layer i mod n. Everything else (embeddings,
+    MLM head, tokenizer, state.json's data position) is the source's, so `kobert pretrain --init-from DEST
+    --layers N` continues it where the source stood. Written beside `dest` and renamed into place.
+    """
+    from safetensors.torch import load_file, save_file
+
+    src, dest = Path(src), Path(dest)
+    if not (src / "state.json").is_file() or not (src / "model.safetensors").is_file():
+        raise FileNotFoundError(f"{src}: not a committed backbone (needs model.safetensors and state.json)")
+    if dest.exists():
+        raise FileExistsError(f"{dest}: already exists; grow into a new folder")
+    config = json.loads((src / "config.json").read_text(encoding="utf-8"))
+    have = int(config["num_hidden_layers"])
+    if layers <= have:
+        raise ValueError(f"--layers {layers}: the backbone already has {have} layers; growing needs more")
+    tensors = load_file(str(src / "model.safetensors"))
+    prefix = "bert.encoder.layer."
+    grown = {k: v for k, v in tensors.items() if not k.startswith(prefix)}
+    for key, value in tensors.items():
+        if key.startswith(prefix):
+            index, rest = key[len(prefix):].split(".", 1)
+            for new in range(int(index), layers, have):  # layer i starts as layer i mod have
+                grown[f"{prefix}{new}.{rest}"] = value.clone().contiguous()
+    state = json.loads((src / "state.json").read_text(encoding="utf-8"))
+    state["grown"] = {"from": str(src), "layers": [have, layers], "rule": "layer i = trained layer i mod %d" % have}
+    with staging_folder(dest) as staging:
+        save_file(grown, str(staging / "model.safetensors"), metadata={"format": "pt"})
+        (staging / "config.json").write_text(json.dumps({**config, "num_hidden_layers": layers}, indent=2), encoding="utf-8")
+        (staging / "state.json").write_text(json.dumps(state, indent=2, ensure_ascii=False), encoding="utf-8")
+        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+            if (src / name).is_file():
+                shutil.copy2(src / name, staging / name)
+        move_into_place(staging, dest)
+    return state

@@ -95,6 +95,16 @@ def cmd_backbone_publish(args) -> int:
     return 0
 
 
+def cmd_backbone_grow(args) -> int:
+    from kobert.training.backbone import grow_backbone
+
+    state = grow_backbone(args.backbone, args.out, args.layers)
+    have, layers = state["grown"]["layers"]
+    print(f"grew {args.backbone} from {have} to {layers} layers (stacked) into {args.out}; continue it with "
+          f"`kobert pretrain --init-from {args.out} --layers {layers} ...`")
+    return 0
+
+
 def add_training_commands(commands) -> None:
     """Add `shards`, `pretrain`, `backbone` and `finetune` to the `kobert` subparsers."""
     for add in (_add_shards, _add_pretrain, _add_backbone, _add_finetune):
@@ -172,6 +182,11 @@ def _add_backbone(commands) -> None:
     b.add_argument("--heldout-nsmc", default=None, help="an NSMC-format TSV never pretrained on: held-out MLM/RTD accuracy")
     b.add_argument("--note", default="", help="a line for this session's row in state.json")
     b.set_defaults(func=cmd_backbone_publish)
+    g = actions.add_parser("grow", help="a deeper backbone whose new layers start as copies of the trained ones")
+    g.add_argument("backbone", help="a committed backbone folder (model.safetensors and state.json)")
+    g.add_argument("--layers", type=int, required=True, help="layers of the grown encoder (more than it has)")
+    g.add_argument("--out", required=True, help="a new folder")
+    g.set_defaults(func=cmd_backbone_grow)
 
 
 GROUP_HELP = "batch texts of similar length together (less padding; NSMC trains ~2x faster)"
