@@ -193,6 +193,10 @@ for _target in (
            bench_label="onnxruntime fp16", summary="fused graph in float16, float32 outputs"),
     Target("onnx-int8", "kobert.exporters.onnx_tiers:int8", "onnx", gate="int8", built_from="onnx",
            bench_label="onnxruntime int8", summary="dynamic int8 quantization, per-channel weights"),
+    Target("onnx-int8-static", "kobert.exporters.onnx_tiers:int8_static", "onnx", gate="int8", built_from="onnx",
+           bench_label="onnxruntime int8 static", calibrated=True,
+           summary="static QDQ int8 (uint8 activations, int8 per-channel weights) of the MatMuls, "
+                   "calibrated on Korean text"),
     Target("tflite", "kobert.exporters.tflite:fp32", "tflite", built_from="tf", bench_label="tflite fp32",
            summary="TensorFlow Lite, float32"),
     Target("tflite-int8", "kobert.exporters.tflite:int8", "tflite", gate="int8", built_from="tf",

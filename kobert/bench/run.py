@@ -28,7 +28,9 @@ def _export_all(weights, export_dir: Path, targets, result: BenchResult) -> dict
     for name in registry.build_order(targets):
         start = time.perf_counter()
         try:
-            artifact = registry.target(name).load_exporter().export(weights, export_dir)
+            target = registry.target(name)
+            arguments = (bench_calibration(weights.config),) if target.calibrated else ()
+            artifact = target.load_exporter().export(weights, export_dir, *arguments)
         except Exception as e:  # an exporter that cannot run here (no MXNet env) is a note, not a crash
             result.notes.append(f"{name}: not exported ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
             continue
@@ -39,6 +41,18 @@ def _export_all(weights, export_dir: Path, targets, result: BenchResult) -> dict
                                       if p.is_file())
     (export_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+def bench_calibration(config):
+    """The static int8 tiers' calibration rows: Korean text through the shipped tokenizer, as an export
+    without --eval-set calibrates (the bench's models share its vocabulary); golden ids where they do not."""
+    from kobert.calibration import calibration_for
+    from kobert.checkpoint import shipped
+    from kobert.tokenizer import get_tokenizer
+
+    tokenizer = shipped("tokenizer")
+    fits = tokenizer.is_dir() and len(get_tokenizer(tokenizer)) <= config.vocab_size
+    return calibration_for(config, tokenizer if fits else None)
 
 
 def worker_requests(config, export_dir: Path, manifest: dict, warmup: int, calls: int) -> list[dict]:
