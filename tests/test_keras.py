@@ -1,7 +1,8 @@
 """The keras target and `kobert import keras`, against transformers and torch.
 
 A tiny checkpoint of a shape nothing else uses is exported `--to keras`. A plain TensorFlow process
-(kobert and torch blocked) loads the .keras file, predicts raw Korean text, fits two steps and saves;
+(kobert and torch blocked) loads the .keras file (and the KerasHub preset folder with `from_preset`),
+predicts raw Korean text, fits two steps and saves;
 kobert imports the result back and transformers must give what Keras gave. The round trip
 canonical -> Keras -> canonical is bit-exact for every head, and one optimizer step (SGD, AdamW) in
 Keras and in torch gives the same loss and weights.
@@ -113,6 +114,8 @@ USER_SCRIPT = textwrap.dedent("""
 
     model_file, out = sys.argv[1], Path(sys.argv[2])
     texts, labels = json.loads(sys.argv[3]), json.loads(sys.argv[4])
+    preset = keras_hub.models.BertTextClassifier.from_preset(sys.argv[6])  # the KerasHub preset folder
+    np.save(out / "preset.npy", preset.predict(np.array(texts, dtype=object), verbose=0))
     model = keras.saving.load_model(model_file)
     np.save(out / "before.npy", model.predict(np.array(texts, dtype=object), verbose=0))
     model.compile(optimizer=keras.optimizers.AdamW(1e-2),
@@ -126,24 +129,42 @@ USER_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_a_plain_tensorflow_process_predicts_fits_saves_and_kobert_imports_it_back(export_dir, checkpoint, tmp_path):
-    from kobert.importing import import_model
-
-    max_length = json.loads((export_dir / "manifest.json").read_text())["artifacts"]["keras"]["max_length"]
+@pytest.fixture(scope="module")
+def plain_process(export_dir, tmp_path_factory):
+    """USER_SCRIPT run once on the export, in a process without kobert and torch: its folder and report."""
+    out = tmp_path_factory.mktemp("plain")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run([sys.executable, "-c", USER_SCRIPT, str(export_dir / "keras" / "model.keras"), str(tmp_path),
-                           json.dumps(TEXTS), json.dumps(LABELS), str(REPO)], capture_output=True, text=True, env=env,
-                          cwd=tmp_path, timeout=600)
+    done = subprocess.run([sys.executable, "-c", USER_SCRIPT, str(export_dir / "keras" / "model.keras"), str(out),
+                           json.dumps(TEXTS), json.dumps(LABELS), str(REPO), str(export_dir / "keras" / "preset")],
+                          capture_output=True, text=True, env=env, cwd=out, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["blocked_loaded"] == []
-    before, after = np.load(tmp_path / "before.npy"), np.load(tmp_path / "after.npy")
+    return out
+
+
+def test_a_plain_tensorflow_process_predicts_fits_saves_and_kobert_imports_it_back(export_dir, checkpoint, plain_process):
+    from kobert.importing import import_model
+
+    max_length = json.loads((export_dir / "manifest.json").read_text())["artifacts"]["keras"]["max_length"]
+    before, after = np.load(plain_process / "before.npy"), np.load(plain_process / "after.npy")
     assert before.shape == (len(TEXTS), 3)
     np.testing.assert_allclose(before, transformers_logits(checkpoint, TEXTS, max_length), atol=ATOL)
     assert np.abs(after - before).max() > 1e-3, "two AdamW steps at 1e-2 left the logits where they were"
 
-    imported = import_model("keras", tmp_path / "tuned.keras", tmp_path / "imported")
+    imported = import_model("keras", plain_process / "tuned.keras", plain_process / "imported")
     np.testing.assert_allclose(after, transformers_logits(imported, TEXTS, max_length), atol=ATOL)
+
+
+def test_the_kerashub_preset_folder_loads_with_from_preset_and_matches_transformers(export_dir, checkpoint,
+                                                                                  plain_process):
+    manifest = json.loads((export_dir / "manifest.json").read_text())["artifacts"]["keras"]
+    assert manifest["files"][0] == "keras/model.keras" and "keras/preset" in manifest["files"]
+    assert "keras/preset/task.json" in manifest["sha256"]  # the folder's files are hashed like every file
+    preset = np.load(plain_process / "preset.npy")
+    np.testing.assert_allclose(preset, transformers_logits(checkpoint, TEXTS, manifest["max_length"]), atol=ATOL)
+    # the exact-GELU backbone, not BertBackbone's tanh one: the preset is the .keras model, to float rounding
+    np.testing.assert_allclose(preset, np.load(plain_process / "before.npy"), atol=1e-6)
 
 
 # --- the round trip: canonical -> Keras -> canonical, bit-exact ------------------------------

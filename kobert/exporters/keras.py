@@ -55,6 +55,12 @@ NAME = "keras"
 MODEL_FILE = "model.keras"
 TOKENIZER_FILE = "tokenizer.model"  # the rewritten SentencePiece model: piece id = KoBERT id
 CONFIG_FILE = "config.json"  # the Hugging Face config (labels), for `kobert import keras`
+# A sequence classifier is also written as a KerasHub preset folder (task.json, config.json, metadata.json,
+# model.weights.h5, task.weights.h5, preprocessor.json, tokenizer.json, assets/), by KerasHub's own
+# `save_to_preset`: `keras_hub.models.BertTextClassifier.from_preset("keras/preset")` loads the same model
+# (the functional exact-GELU backbone, no BertBackbone). The other heads are functional models, not KerasHub
+# Tasks, and `Backbone.from_preset` refuses a functional backbone: they ship the .keras file only.
+PRESET_DIR = "preset"
 BACKBONE = "backbone"
 # KerasHub's input names, in kobert's input order (input_ids, attention_mask, token_type_ids).
 KERAS_INPUTS = dict(zip(INPUT_NAMES, ("token_ids", "padding_mask", "segment_ids")))
@@ -227,7 +233,7 @@ def build_preprocessor(model_bytes: bytes, max_length: int):
 
 
 def export(weights: CanonicalWeights, export_dir: Path) -> ExportedArtifact:
-    """Write `export_dir/keras/`: model.keras (the task model), tokenizer.model, config.json."""
+    """Write `export_dir/keras/`: model.keras (the task model), tokenizer.model, config.json (and preset/)."""
     from kobert.encoding import TextEncoder
     from kobert.exporters.tf_text import check_against_tokenizer_json, read_sentencepiece_model
 
@@ -250,9 +256,13 @@ def export(weights: CanonicalWeights, export_dir: Path) -> ExportedArtifact:
     model.save(folder / MODEL_FILE)
     (folder / TOKENIZER_FILE).write_bytes(model_bytes)
     (folder / CONFIG_FILE).write_text(config.to_json(), encoding="utf-8")
+    files = [f"{NAME}/{MODEL_FILE}", f"{NAME}/{TOKENIZER_FILE}", f"{NAME}/{CONFIG_FILE}"]  # the .keras file first
+    if isinstance(model, keras_hub.models.Task):
+        model.save_to_preset(str(folder / PRESET_DIR))
+        files.append(f"{NAME}/{PRESET_DIR}")
     return ExportedArtifact(
         name=NAME,
-        files=[f"{NAME}/{MODEL_FILE}", f"{NAME}/{TOKENIZER_FILE}", f"{NAME}/{CONFIG_FILE}"],
+        files=files,
         inputs=[{"name": n, "dtype": "int32", "keras_name": KERAS_INPUTS[n]} for n in INPUT_NAMES],
         outputs=list(config.output_names),
         framework=framework_versions(),
