@@ -86,7 +86,14 @@ def torch_leg(args, slice_dir: Path, out: Path) -> dict:
     result = json.loads((out / "torch" / "eval.json").read_text(encoding="utf-8"))
     return {"accuracy": 100 * result["accuracy"], "train_seconds": result["train_seconds"],
             "wall_seconds": round(time.perf_counter() - started, 1), "steps": result["steps"],
-            "eval_examples": result["eval_examples"], "precision": "bf16 autocast where the CPU has it, else fp32"}
+            "eval_examples": result["eval_examples"], "precision": torch_precision()}
+
+
+def torch_precision() -> str:
+    """What `kobert finetune` chose on this CPU (precision "auto"; --device cpu)."""
+    from kobert.training.pretrain import use_bf16
+
+    return "bf16 autocast" if use_bf16("auto", cuda=False) else "fp32"
 
 
 # --- Keras: docs/deploy/keras.md's recipe ------------------------------------------------------------
@@ -179,7 +186,8 @@ def table(args, keras_result: dict, torch_result: dict) -> str:
     difference = keras_result["accuracy"] - torch_result["accuracy"]
     lines.append(f"\nKeras - torch: {difference:+.2f} points on the same {keras_result['eval_examples']} test reviews; "
                  f"train limit {args.train_limit or 'all'}, {args.epochs} epoch(s), lr {args.lr}, batch "
-                 f"{args.batch_size}, max length {args.max_length}; CPU: {cpu_model()}")
+                 f"{args.batch_size}, max length {args.max_length}; CPU: {cpu_model()}. Wall time: Keras' "
+                 "includes `kobert export backbone --to keras` and its parity gate; torch's its tokenizing and eval.")
     return "\n".join(lines)
 
 
