@@ -4,8 +4,10 @@ Ids follow KoBERT's rule: [UNK]=0 [PAD]=1 [CLS]=2 [SEP]=3 [MASK]=4, then every
 non-control SentencePiece piece sorted by Python string order (8,002 ids for the
 8,000-piece KoBERT model).  The normaliser reproduces the model's own
 SentencePiece charsmap (`nmt_nfkc`): NFKC, the charsmap, NFC and two blockers,
-plus the fixes found by checking that pipeline against the charsmap on every key
-and every character NFKC changes (see `_normalizer`).  tests/test_tokenizer_charsmap.py
+seams that keep combining marks as sentencepiece does (never reordered, composed
+only inside a charsmap key: see `_seam_patterns`), plus the fixes found by
+checking that pipeline against the charsmap on every key and every character NFKC
+changes (see `_normalizer`).  tests/test_tokenizer_charsmap.py
 compares every code point and every key with sentencepiece.
 
 Accepted residue (measured, see tests/test_tokenizer.py): sentencepiece sums piece
@@ -40,6 +42,7 @@ SESSION_KEYS = ("backend", "is_local", "local_files_only")
 _JAMO_BLOCKER = "\ufdd0"  # before a trailing jamo: stops NFKC composing it into the preceding syllable
 _MARK_BLOCKER = "\ufdd1"  # before a combining mark: the charsmap step must see the mark on its own
 _TAG = "\ufdd2"  # after a character whose normalised form the NFKC step would change (see _fix_steps)
+_SEAM = "\ufdd3"  # between characters the charsmap keeps apart and NFKC or NFC would join (see _seam_patterns)
 
 # Conjoining jamo (Unicode's Hangul ranges): NFKC composes a syllable + trailing jamo.
 _VOWEL_JAMO = ((0x1160, 0x11A7), (0xD7B0, 0xD7C6))
@@ -242,6 +245,83 @@ def _fix_steps(fixes: dict[str, tuple[str, str]]) -> tuple[list, list]:
     return before, after
 
 
+def _char_class(chars) -> str:
+    """Regex class body for a set of characters, consecutive code points as ranges."""
+    points = sorted({ord(ch) for ch in chars})
+    runs: list[list[int]] = []
+    for cp in points:
+        if runs and runs[-1][1] == cp - 1:
+            runs[-1][1] = cp
+        else:
+            runs.append([cp, cp])
+    return "".join(f"\\x{{{lo:X}}}" + (f"-\\x{{{hi:X}}}" if hi > lo else "") for lo, hi in runs)
+
+
+@functools.cache
+def _combining_marks() -> frozenset[str]:
+    """Every character whose compatibility decomposition starts with a combining mark (class > 0):
+    what NFKC and NFC may reorder or compose with what precedes it.  Python's Unicode tables are
+    newer than `tokenizers`' (measured: none of its marks is missing here); a seam before a mark
+    that `tokenizers` does not know changes nothing."""
+    marks = set()
+    for cp in range(0x110000):
+        ch = chr(cp)
+        if unicodedata.combining(ch) or (unicodedata.decomposition(ch) and not 0xD800 <= cp <= 0xDFFF
+                                          and unicodedata.combining(unicodedata.normalize("NFKD", ch)[0])):
+            marks.add(ch)
+    return frozenset(marks)
+
+
+def _seam_patterns(entries: dict[str, str]) -> tuple[str, str, str]:
+    """(class of the characters the charsmap deletes, class of the marks, pattern of the seams to take out again).
+
+    sentencepiece replaces the longest charsmap key at each position and copies any other
+    character, so it composes a mark only with what precedes it inside a key
+    ("a\\u0323\\u0302" -> "ậ") and never reorders marks.  NFKC and NFC also compose across
+    another mark ("a\\u0316\\u0301" -> "á\\u0316", "ạ\\u0302" -> "ậ"), put marks in canonical
+    order ("\\u0301\\u0316" -> "\\u0316\\u0301"), and compose across a control the charsmap
+    deleted ("e\\x01\\u0301" -> "é").  So a seam (a starter: nothing composes or reorders
+    across it) goes before every mark, is taken out again where the mark and the character
+    before it are neighbours in some key, and replaces every run of deleted characters.
+    """
+    marks = _combining_marks()
+    continued = {key[0] for key in entries if len(key) > 1}
+    deleted = [key for key, value in entries.items() if len(key) == 1 and not value and key not in continued]
+    joined: dict[str, set[str]] = {}
+    for key in entries:
+        for before, mark in zip(key, key[1:]):
+            if mark in marks:
+                joined.setdefault(before, set()).add(mark)
+    by_marks: dict[frozenset[str], list[str]] = {}
+    for before, after in joined.items():
+        by_marks.setdefault(frozenset(after), []).append(before)
+    seam = _regex_literal(_SEAM)
+    pairs = "|".join(f"(?<=[{_char_class(befores)}]{seam})(?=[{_char_class(after)}])"
+                     for after, befores in sorted(by_marks.items(), key=lambda item: sorted(item[1])))
+    return _char_class(deleted), _char_class(marks), f"{seam}(?:{pairs})" if pairs else ""
+
+
+def _seam_steps(patterns: tuple[str, str, str]) -> tuple[list, list]:
+    """(steps before everything, steps before the whitespace rules): the seams put in and taken out.
+
+    The input's own seam characters are doubled first and each seam put in stands alone,
+    so taking one out of every odd run and halving the rest is exact.
+    """
+    from tokenizers import Regex, normalizers
+
+    deleted, marks, joined = patterns
+    seam = _regex_literal(_SEAM)
+    put = [normalizers.Replace(_SEAM, _SEAM * 2),
+           normalizers.Replace(Regex(f"(?=[{marks}])(?<=[^{seam}{deleted}])"), _SEAM)]
+    if joined:
+        put.append(normalizers.Replace(Regex(joined), ""))
+    if deleted:  # one per run, not before the input's own (doubled) seams: that run would turn even
+        put.append(normalizers.Replace(Regex(f"[{deleted}]+(?=[^{seam}])"), _SEAM))
+    take = [normalizers.Replace(Regex(f"(?<!{seam}){seam}(?=(?:{seam}{seam})*(?!{seam}))"), ""),
+            normalizers.Replace(_SEAM * 2, _SEAM)]
+    return put, take
+
+
 @functools.cache
 def _nfkc_changed() -> tuple[str, ...]:
     """Every character that `tokenizers`' NFKC changes (its Unicode tables, not Python's)."""
@@ -264,8 +344,9 @@ def _normalise_each(steps: list, texts: list[str]) -> list[str]:
 
 
 @functools.lru_cache(maxsize=8)
-def _normaliser_fixes(precompiled_charsmap: bytes) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
-    """(single-character charsmap entries, fixes): where the core differs from sentencepiece, found by checking.
+def _normaliser_fixes(precompiled_charsmap: bytes) -> tuple[dict[str, str], tuple[str, str, str], dict]:
+    """(single-character charsmap entries, seam patterns, fixes): the fixes are where the seams and the
+    core differ from sentencepiece, found by checking.
 
     Sentencepiece maps a charsmap key to its value and keeps any other single character,
     so checking every key and every character NFKC changes covers every single
@@ -276,15 +357,17 @@ def _normaliser_fixes(precompiled_charsmap: bytes) -> tuple[dict[str, str], dict
     entries = charsmap_entries(precompiled_charsmap)
     singles = {key: value for key, value in entries.items() if len(key) == 1}
     core = _core_steps(precompiled_charsmap, singles)
+    seams = _seam_patterns(entries)
+    put, take = _seam_steps(seams)
     expected = entries | {ch: ch for ch in _nfkc_changed() if ch not in entries}  # text -> sentencepiece's form
     texts = list(expected)
     fixes: dict[str, tuple[str, str]] = {}
     for _ in range(_MAX_FIX_ROUNDS):
         before, after = _fix_steps(fixes)
-        got = _normalise_each(before + core + after, texts)
+        got = _normalise_each(put + before + core + after + take, texts)
         wrong = {text: expected[text] for text, out in zip(texts, got) if out != expected[text]}
         if not wrong:
-            return singles, fixes
+            return singles, seams, fixes
         images = _normalise_each(core, list(wrong.values()))
         fixes.update({text: (form, image) for (text, form), image in zip(wrong.items(), images)})
         touched = set("".join(fixes))
@@ -300,14 +383,15 @@ def _normalizer(precompiled_charsmap: bytes):
     """
     from tokenizers import Regex, normalizers
 
-    singles, fixes = _normaliser_fixes(precompiled_charsmap)
+    singles, seams, fixes = _normaliser_fixes(precompiled_charsmap)
     before, after = _fix_steps(fixes)
+    put, take = _seam_steps(seams)
     whitespace = [
         # sentencepiece's remove_extra_whitespaces: only U+0020 counts, after the charsmap.
         normalizers.Replace(Regex(" {2,}"), " "),
         normalizers.Replace(Regex("^ +| +$"), ""),
     ]
-    return normalizers.Sequence(before + _core_steps(precompiled_charsmap, singles) + after + whitespace)
+    return normalizers.Sequence(put + before + _core_steps(precompiled_charsmap, singles) + after + take + whitespace)
 
 
 def build_backend_tokenizer(model_file: str | Path):
