@@ -92,7 +92,9 @@ def test_ids_of_every_code_point_between_syllables(models):
 @pytest.mark.parametrize(
     "text",
     [
-        "\ufdd0\ufdd1\ufdd2",  # the normaliser's own noncharacters, when the input has them
+        "\ufdd0\ufdd1\ufdd2\ufdd3",  # the normaliser's own noncharacters, when the input has them
+        "\ufdd3\u0301\x01\ufdd3\u0316\ufdd3\ufdd3 \x01\ufdd3\x02\u0301 a\x01\ufdd3\ufdd3b \ufdd3\ufdd3\x01\u0301",
+        "\u0300\u0301\u0316 a\u0302\u0323 \u1ea1\u0302 a\u0316\u0301 e\x01\u0301 A\u0302\u0300",  # marks: seams
         "～\ufdd2\ufdd2～\ufdd2 가\ufdd0ᆨ ㄱㅏ\ufdd0ㄳ",
         "\ufffd\u0301 ▁\u0300 a\u0301",  # a charsmap key followed by a combining mark
         "가ㄳ ㄱㅏㄳ 가\u11a8 ᄀ\u1161\u11a8",
