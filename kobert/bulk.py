@@ -13,6 +13,7 @@ Nothing here imports pyspark at import time: `kobert --help` stays fast without 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 
@@ -71,25 +72,29 @@ def settings(pairs: list[str]) -> dict[str, str]:
 
 
 def run(args) -> int:
-    """The job: read, predict, write; a failed Spark job is one line naming its cause."""
+    """The job: read, predict, write; a failed Spark job is one line naming its cause. The session is stopped
+    at the end unless one was already running (then it is the caller's), and a shipped export's tar deleted."""
     from kobert import spark as ks
 
-    session = ks.session(args.master, settings(args.conf))
-    try:
-        ks.prepare_output(session, args.output, args.force)
-        rows = predicted(session, args)
-        ks.write_output(rows, args.output, args.format, about(args))
-    except Exception as e:
-        if ks.is_job_error(e):
-            raise RuntimeError(ks.job_error(e)) from None
-        raise
-    finally:
-        session.stop()
+    # The shipped export's tar is deleted after the session stops: an executor fetches every archive its
+    # session added when it starts its first task, so the tar must outlive the session's jobs.
+    with contextlib.ExitStack() as shipped, ks.job_session(args.master, settings(args.conf)) as session:
+        try:
+            ks.prepare_output(session, args.output, args.force)
+            local = args.master is None or args.master.startswith("local")
+            export = args.export if local else shipped.enter_context(ks.ship(session, args.export))
+            ks.write_output(predicted(session, args, export), args.output, args.format, about(args))
+        except Exception as e:
+            if ks.is_job_error(e):
+                raise RuntimeError(ks.job_error(e)) from None
+            raise
     print(f"kobert bulk {args.task}: wrote {args.output}", file=sys.stderr)
     return 0
 
 
-def predicted(session, args):
+def predicted(session, args, export: str):
+    """The job's rows, lazily: the input read as --input-format says, predicted from `export` (a path or a
+    shipped reference)."""
     from kobert import spark as ks
 
     id_col, text_col = args.id_col, args.text_col
@@ -101,8 +106,6 @@ def predicted(session, args):
         rows = ks.read_input(session, args.input, args.input_format)
     if args.partitions:
         rows = rows.repartition(args.partitions, id_col)
-    local = args.master is None or args.master.startswith("local")
-    export = args.export if local else ks.ship(session, args.export)
     options = {"pooling": args.pooling} if args.task == "embeddings" else {}
     if args.task == "answers":
         options["question_col"] = args.question_col

@@ -7,6 +7,6 @@
 """
 
 from kobert.runtimes.spark import (  # noqa: F401  (the public names)
-    MARKER, TASKS, answers, embeddings, entities, export_config, is_job_error, job_error, labels, local_export,
-    logits, loopback_cluster, predict, prepare_output, read_input, session, ship, write_output,
+    MARKER, TASKS, answers, embeddings, entities, export_config, is_job_error, job_error, job_session, labels,
+    local_export, logits, loopback_cluster, predict, prepare_output, read_input, session, ship, write_output,
 )

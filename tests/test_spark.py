@@ -139,6 +139,21 @@ def test_a_failed_first_attempt_is_retried_without_lost_or_duplicated_rows(sessi
         ks.labels(frame(session, texts), exports["sequence_classification"], load=_flaky_load(2)).collect()
 
 
+def test_a_shipped_exports_tar_is_deleted_when_the_job_ends_failed_or_not(session, exports, tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where ship() packs the export
+    ex = exports["sequence_classification"]
+    with ks.ship(session, ex) as reference:
+        assert len(list(tmp_path.glob("kobert-ship-*/*.tar"))) == 1  # there while the job runs
+        assert len(ks.labels(frame(session), reference).collect()) == len(TEXTS)
+    assert not list(tmp_path.glob("kobert-ship-*"))
+    with pytest.raises(Exception, match="injected failure, attempt 1"):
+        with ks.ship(session, ex) as reference:
+            ks.labels(frame(session), reference, load=_flaky_load(2)).collect()
+    assert not list(tmp_path.glob("kobert-ship-*"))
+
+
 def _counting_load(folder: str):
     def load(*args, **kwargs):
         import os as _os
@@ -198,12 +213,12 @@ import json, shutil, sys
 from kobert import spark as ks
 session = ks.session(sys.argv[1], {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1",
                                    "spark.ui.enabled": "false", "spark.executor.memory": "512m"})
-reference = ks.ship(session, sys.argv[2])
-shutil.move(sys.argv[2], sys.argv[2] + ".moved")  # the executors can only read the shipped copy
-df = session.createDataFrame([(f"r{i}", t) for i, t in enumerate(json.loads(sys.argv[3]))], "id string, text string")
-rows = ks.labels(df.repartition(2, "id"), reference).collect()
+with ks.ship(session, sys.argv[2]) as reference:
+    shutil.move(sys.argv[2], sys.argv[2] + ".moved")  # the executors can only read the shipped copy
+    df = session.createDataFrame([(f"r{i}", t) for i, t in enumerate(json.loads(sys.argv[3]))], "id string, text string")
+    rows = ks.labels(df.repartition(2, "id"), reference).collect()
+    session.stop()  # inside the block: no executor is left to fetch the tar after it is deleted
 print(json.dumps({r["id"]: [r["label"], r["score"], r["error"]] for r in rows}))
-session.stop()
 """
 
 
@@ -211,10 +226,13 @@ def test_a_standalone_cluster_gives_the_runtimes_rows_from_a_shipped_export(clus
     ex = shutil.copytree(exports["sequence_classification"], tmp_path / "export")
     with runtimes.load(ex) as rt:
         expected = rt.classify(TEXTS)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "SPARK_LOCAL_IP": "127.0.0.1"}
+    driver_tmp = tmp_path / "driver-tmp"  # the driver's $TMPDIR: where ship() packs the export
+    driver_tmp.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SPARK_LOCAL_IP": "127.0.0.1", "TMPDIR": str(driver_tmp)}
     result = subprocess.run([sys.executable, "-c", DRIVER, cluster, str(ex), json.dumps(TEXTS)], env=env,
                             capture_output=True, text=True, timeout=420)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert not list(driver_tmp.glob("kobert-ship-*")), "the shipped export's tar outlived the job"
     got = json.loads(result.stdout.strip().splitlines()[-1])
     assert [(got[f"r{i}"][0], got[f"r{i}"][2]) for i in range(len(TEXTS))] == [(e["label"], None) for e in expected]
     assert [got[f"r{i}"][1] for i in range(len(TEXTS))] == pytest.approx([e["score"] for e in expected], abs=1e-5)
@@ -257,3 +275,4 @@ def test_an_output_folder_is_replaced_only_when_it_is_an_earlier_bulk_output_and
         ks.prepare_output(session, str(earlier), force=False)
     ks.prepare_output(session, str(earlier), force=True)
     assert not earlier.exists()
+

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -71,21 +72,43 @@ def session(master: str | None = None, conf: dict[str, str] | None = None, app_n
     return builder.getOrCreate()
 
 
-def ship(spark: SparkSession, export_dir: str | Path) -> str:
-    """Send an export folder to every executor (`SparkContext.addArchive`, a tar of it); the returned
-    reference ("sparkfiles:NAME") opens the executor's own unpacked copy, sha256-checked there."""
+@contextlib.contextmanager
+def ship(spark: SparkSession, export_dir: str | Path) -> Iterator[str]:
+    """Send an export folder to every executor (`SparkContext.addArchive`, a tar of it); the block gets a
+    reference ("sparkfiles:NAME") that opens the executor's own unpacked copy, sha256-checked there.
+
+    The tar is deleted when the block ends, failed or not. Executors fetch it from the driver at their first
+    task, and every archive the session added, not only the ones a job uses: on a cluster that may start
+    executors later, keep the block open while the session runs jobs, or stop the session inside it (as
+    `kobert bulk` does)."""
     export_dir = Path(export_dir)
     if not (export_dir / "manifest.json").is_file():
         raise FileNotFoundError(f"{export_dir}: no manifest.json (not a kobert export directory)")
     name = f"kobert-export-{uuid.uuid4().hex[:12]}.tar"
-    archive = Path(tempfile.mkdtemp(prefix="kobert-ship-")) / name
-    with tarfile.open(archive, "w") as tar:
-        # Members named by the folder's children, never ".": Hadoop's untar refuses a "./" entry
-        # ("expanding ./ would create entry outside of ...").
-        for child in sorted(export_dir.iterdir()):
-            tar.add(child, arcname=child.name)
-    spark.sparkContext.addArchive(str(archive))
-    return SHIPPED + name
+    folder = Path(tempfile.mkdtemp(prefix="kobert-ship-"))
+    try:
+        with tarfile.open(folder / name, "w") as tar:
+            # Members named by the folder's children, never ".": Hadoop's untar refuses a "./" entry
+            # ("expanding ./ would create entry outside of ...").
+            for child in sorted(export_dir.iterdir()):
+                tar.add(child, arcname=child.name)
+        spark.sparkContext.addArchive(str(folder / name))
+        yield SHIPPED + name
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def job_session(master: str | None = None, conf: dict[str, str] | None = None) -> Iterator[SparkSession]:
+    """`session(master, conf)` for one job, stopped when the block ends, unless a session was already
+    running here (a notebook's, a test's): that one is used as it is and left running."""
+    running = SparkSession.getActiveSession()
+    spark = session(master, conf)
+    try:
+        yield spark
+    finally:
+        if running is None:
+            spark.stop()
 
 
 def local_export(export: str) -> str:
@@ -423,7 +446,12 @@ def loopback_cluster(work_dir: str | Path, workers: int = 2, cores: int = 1, mem
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
         for process in processes:
-            process.wait(timeout=60)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:  # a JVM stuck in its shutdown hooks: never left running
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=60)
 
 
 def _wait_for(log: Path, line: str, process, timeout: float = 300) -> None:
@@ -470,5 +498,5 @@ def is_job_error(error: Exception) -> bool:
     return isinstance(error, (PySparkException, Py4JJavaError))
 
 
-__all__ = ["session", "ship", "labels", "logits", "embeddings", "entities", "answers", "predict", "read_input",
+__all__ = ["session", "job_session", "ship", "labels", "logits", "embeddings", "entities", "answers", "predict", "read_input",
            "prepare_output", "write_output", "TASKS"]
