@@ -298,6 +298,16 @@ def mms_bench() -> list[str]:
             provenance(data, name)]
 
 
+def spark_bulk() -> list[str]:
+    name = "spark-bulk.json"
+    data = load(name)
+    rows = [[r["how"], n(r["seconds"], 1), n(r["rows_per_s"]), n(r["ratio"], 2), r["labels_agree"],
+             ", ".join(map(str, r["peak_rss_mib"])) or "-"] for r in data["rows"]]
+    header = ["command", "wall s", "rows/s", "ratio (wall ÷ kobert run's)", "labels agree", "peak RSS MiB per executor"]
+    return [f"{data['reviews']:,} NSMC test reviews, `{data['runtime']}`, one run each; Spark {data['spark']}; "
+            f"{data['machine']}.", "", *md(header, rows), "", provenance(data, name)]
+
+
 def headline() -> list[str]:
     """README's one line per figure, each linking to its page (README-relative links)."""
     nsmc, tp = load("eval-nsmc-default.json"), load(THROUGHPUT)
@@ -323,6 +333,7 @@ TABLES = {
     "throughput": throughput, "throughput-sweep": throughput_sweep, "throughput-goals": throughput_goals,
     "tokenizer-libraries": tokenizer_libraries, "tokenizer-pipeline": tokenizer_pipeline,
     "eval-nsmc-default": eval_nsmc_default, "headline": headline, "tasks": tasks, "web-bench": web_bench, "mms-bench": mms_bench,
+    "spark-bulk": spark_bulk,
 }
 
 
