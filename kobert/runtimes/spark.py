@@ -38,7 +38,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 
-from pyspark import SparkFiles
+from pyspark import SparkContext, SparkFiles
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
@@ -102,12 +102,14 @@ def ship(spark: SparkSession, export_dir: str | Path) -> Iterator[str]:
 def job_session(master: str | None = None, conf: dict[str, str] | None = None) -> Iterator[SparkSession]:
     """`session(master, conf)` for one job, stopped when the block ends, unless a session was already
     running here (a notebook's, a test's): that one is used as it is and left running."""
-    running = SparkSession.getActiveSession()
+    # getOrCreate reuses the process's SparkContext; SparkSession.getActiveSession() is per JVM thread and
+    # can say None while one runs (it did under pytest: kobert bulk stopped the test's session).
+    running = SparkContext._active_spark_context is not None
     spark = session(master, conf)
     try:
         yield spark
     finally:
-        if running is None:
+        if not running:
             spark.stop()
 
 
