@@ -276,3 +276,53 @@ def test_an_output_folder_is_replaced_only_when_it_is_an_earlier_bulk_output_and
     ks.prepare_output(session, str(earlier), force=True)
     assert not earlier.exists()
 
+
+# --- kobert bulk against kobert run, for the TensorFlow, TFLite and OpenVINO artifacts ---------------------
+
+
+@pytest.fixture(scope="module")
+def tf_tflite_openvino(tmp_path_factory):
+    """One tiny classifier exported once for the three runtimes (the export costs more than the jobs)."""
+    pytest.importorskip("tensorflow", reason="installed by ci/setup.sh")
+    pytest.importorskip("openvino", reason="installed by ci/setup.sh")
+    root = tmp_path_factory.mktemp("spark-tf")
+    checkpoint = init_checkpoint(preset("tiny").with_head("sequence_classification", 2), root / "ck", seed=5)
+    return export(checkpoint, root / "ex", targets=["tf", "tflite", "openvino"], tokenizer=shipped("tokenizer")).out
+
+
+def _cli(capsys, *argv) -> str:
+    from kobert.cli import main
+
+    capsys.readouterr()
+    assert main(["--quiet", *map(str, argv)]) == 0, capsys.readouterr().err[-3000:]
+    return capsys.readouterr().out
+
+
+def _bulk_rows(folder: Path) -> dict:
+    rows = [json.loads(line) for part in sorted(folder.glob("part-*")) for line in part.read_text("utf-8").splitlines()]
+    assert (folder / "_SUCCESS").is_file() and len(rows) == len({r["id"] for r in rows})
+    return {row["id"]: row for row in rows}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runtime", ["tf", "tflite", "openvino"])
+def test_kobert_bulk_gives_kobert_runs_rows_for_tf_tflite_and_openvino(session, tf_tflite_openvino, runtime, tmp_path,
+                                                                      capsys):
+    # In-process, on the module's session: kobert bulk uses a running session and leaves it running.
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    for output in ("labels", "logits"):
+        expected = [json.loads(line) for line in _cli(capsys, "run", tf_tflite_openvino, "--runtime", runtime,
+                                                       "--output", output, "--input", reviews).splitlines()]
+        _cli(capsys, "bulk", output, "--export", tf_tflite_openvino, "--runtime", runtime, "--input", reviews,
+             "--output", tmp_path / output, "--format", "jsonl", "--master", "local[2]", "--partitions", "2")
+        got = _bulk_rows(tmp_path / output)
+        assert sorted(got) == sorted(f"reviews.txt:{n}" for n in range(1, len(TEXTS) + 1))
+        for n, row in enumerate(expected, 1):
+            mine = got[f"reviews.txt:{n}"]
+            assert mine["error"] is None and mine["id"] == f"reviews.txt:{n}"
+            if output == "labels":
+                assert (mine["label"], mine["score"]) == (row["label"], pytest.approx(row["score"], abs=1e-5))
+            else:
+                assert mine["logits"] == pytest.approx(row["logits"], abs=1e-5)
+    assert session.sparkContext._jsc is not None, "kobert bulk stopped the session it did not start"
