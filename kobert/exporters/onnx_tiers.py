@@ -98,18 +98,21 @@ class OnnxTier:
             extra.update({"quantization": "dynamic", "weight_type": "int8", "per_channel": True})
         else:
             raise ValueError(f"unknown ONNX tier {self.name!r}")
-        model = onnx.load(str(target), load_external_data=False)
-        extra["op_counts"] = op_counts(model)
-        opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+        return onnx_artifact(self.name, weights, target, extra)
 
-        return ExportedArtifact(
-            name=self.name,
-            files=[f"{self.name}/model.onnx"],
-            inputs=[{"name": name, "dtype": dtype} for name, dtype in INPUTS],
-            outputs=list(weights.config.output_names),
-            framework=f"onnxruntime {_ort_version()}",
-            extra={"opset": opset, **extra},
-        )
+
+def onnx_artifact(name: str, weights: CanonicalWeights, target: Path, extra: dict) -> ExportedArtifact:
+    """The manifest entry of one ONNX tier: its graph, the opset and op counts it was written with."""
+    model = onnx.load(str(target), load_external_data=False)
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    return ExportedArtifact(
+        name=name,
+        files=[f"{name}/model.onnx"],
+        inputs=[{"name": input_name, "dtype": dtype} for input_name, dtype in INPUTS],
+        outputs=list(weights.config.output_names),
+        framework=f"onnxruntime {_ort_version()}",
+        extra={"opset": opset, **extra, "op_counts": op_counts(model)},
+    )
 
 
 def _ort_version() -> str:
@@ -154,20 +157,12 @@ class OnnxStaticInt8:
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
                         op_types_to_quantize=list(STATIC_OPS), calibrate_method=CalibrationMethod.MinMax)
         prepared.unlink()
-        model = onnx.load(str(target), load_external_data=False)
-        return ExportedArtifact(
-            name=self.name,
-            files=[f"{self.name}/model.onnx"],
-            inputs=[{"name": name, "dtype": dtype} for name, dtype in INPUTS],
-            outputs=list(weights.config.output_names),
-            framework=f"onnxruntime {_ort_version()}",
-            extra={"opset": next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
-                   "tier": "int8", "op_counts": op_counts(model),
-                   "quantization": {"method": "onnxruntime static QDQ", "activation_type": "uint8",
-                                    "weight_type": "int8", "per_channel": True, "ops": list(STATIC_OPS),
-                                    "calibrate_method": "minmax", "source": calibration.source,
-                                    "rows": len(calibration.items)}},  # no accuracy control: the gates judge
-        )
+        return onnx_artifact(self.name, weights, target, {
+            "tier": "int8",
+            "quantization": {"method": "onnxruntime static QDQ", "activation_type": "uint8", "weight_type": "int8",
+                             "per_channel": True, "ops": list(STATIC_OPS), "calibrate_method": "minmax",
+                             "source": calibration.source, "rows": len(calibration.items)},
+        })  # no accuracy control: the gates judge
 
 
 def calibration_reader(items: list[dict]):
