@@ -390,7 +390,8 @@ def cmd_bench(args) -> int:
 
     from kobert.progress import say
 
-    result = run_bench(quick=args.quick, rounds=args.rounds, calls=args.calls, progress=say)
+    result = run_bench(quick=args.quick, rounds=args.rounds, calls=args.calls, progress=say, targets=args.targets,
+                       shipped_default=not args.skip_default)
     print(result.table())
     if args.json:
         Path(args.json).write_text(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -632,8 +633,25 @@ def _add_bench(commands) -> None:
     p.add_argument("--rounds", type=positive_int, default=None,
                    help="rounds, each starting every row's worker process again (default 3, --quick 2)")
     p.add_argument("--calls", type=positive_int, default=None, help="timed calls per shape in each round (default 3)")
+    p.add_argument("--targets", default=None, type=bench_targets, metavar="LIST",
+                   help="comma-separated artifacts to time (default: every target with a bench row); torch eager "
+                        "and the GEMM rows always run")
+    p.add_argument("--skip-default", action="store_true", help="KoBERT-base only, not the shipped default too")
     add_noise_options(p)
     p.set_defaults(func=cmd_bench)
+
+
+def bench_targets(text: str) -> list[str]:
+    """--targets: registry targets that have a bench row, else one line naming the rest."""
+    from kobert.bench.rows import runtime_rows
+
+    known = [artifact for _, artifact in runtime_rows().values()]
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in names if t not in known]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"no bench row for {', '.join(unknown) or 'nothing'}; "
+                                         f"known: {', '.join(known)}")
+    return names
 
 
 JSON_HELP = "also write the figures, with date, command and CPU, to FILE (e.g. benchmarks/results/...json)"

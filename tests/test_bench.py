@@ -54,3 +54,21 @@ def test_quick_bench_rows_rounds_gflops_and_json(tmp_path, capsys, throwaway_tar
     assert data["peak_rss_mb"]["onnx"] > 0 and data["peak_rss_mb"]["throwaway-onnx"] > 0
     if "mxnet (worker IPC)" in data["x_torch"]:  # the MXNet venv exists: its raw session is timed too
         assert MXNET_RAW_ROW in data["x_torch"] and "mxnet (worker IPC)" in data["adapter_overhead"]
+
+
+def test_bench_targets_times_only_the_named_artifacts(tmp_path, capsys):
+    """--targets onnx: torch eager, the ONNX row with its raw session and the GEMM rows, nothing else;
+    an artifact without a bench row is one line naming it."""
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--quick", "--rounds", "1", "--calls", "1", "--targets", "onnx", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert set(data["rows"]) == {TORCH_ROW, "onnxruntime fp32", "onnxruntime fp32 (raw session)", *GEMM_ROWS}
+    assert set(data["size_bytes"]) == {"onnx"}
+    capsys.readouterr()
+    try:
+        main(["bench", "--quick", "--targets", "onnx,nonesuch"])
+    except SystemExit as e:
+        assert e.code == 2
+    else:
+        raise AssertionError("an unknown target was accepted")
+    assert "no bench row for nonesuch; known: onnx," in capsys.readouterr().err

@@ -80,10 +80,12 @@ def worker_requests(config, export_dir: Path, manifest: dict, warmup: int, calls
 
 
 def bench_model(weights, label: str, rounds: int, warmup: int, calls: int, workdir: Path,
-                progress=None) -> BenchResult:
+                progress=None, targets: list[str] | None = None) -> BenchResult:
+    """`targets`: only these artifacts' rows (torch eager and the GEMM rows always run)."""
     config = weights.config
     result = BenchResult(label, config, rounds, calls, load_average={"start": os.getloadavg()[0]})
-    manifest = _export_all(weights, workdir, [artifact for _, artifact in runtime_rows().values()], result)
+    artifacts = [a for _, a in runtime_rows().values() if targets is None or a in targets]
+    manifest = _export_all(weights, workdir, artifacts, result)
     requests = worker_requests(config, workdir, manifest, warmup, calls)
     result.gemm_rows = list(GEMM_ROWS)
     result.fp32_rows = fp32_rows(manifest)
@@ -146,8 +148,9 @@ def bench_tokenizer(quick: bool) -> dict[str, float]:
 
 
 def run_bench(quick: bool = False, rounds: int | None = None, calls: int | None = None,
-              progress=None) -> BenchResult:
-    """The whole benchmark; `quick` (tiny preset, 2 rounds of 2 calls) fits in CI time."""
+              progress=None, targets: list[str] | None = None, shipped_default: bool = True) -> BenchResult:
+    """The whole benchmark; `quick` (tiny preset, 2 rounds of 2 calls) fits in CI time. `targets`: only these
+    artifacts' rows; `shipped_default=False` measures KoBERT-base alone."""
     from kobert.checkpoint import init_checkpoint, load_checkpoint, shipped
     from kobert.config import preset
 
@@ -160,13 +163,13 @@ def run_bench(quick: bool = False, rounds: int | None = None, calls: int | None 
         checkpoint = init_checkpoint(preset(name).with_head("sequence_classification", 2), tmp / "checkpoint", seed=0)
         weights = load_checkpoint(checkpoint).weights
         result = bench_model(weights, f"KoBERT-{name} (random init, 2-label head)", rounds, warmup, calls,
-                             tmp / "export", progress)
+                             tmp / "export", progress, targets)
         shipped_model = shipped("model")
-        if quick:
-            result.notes.append("shipped default not measured in --quick")
+        if quick or not shipped_default:
+            result.notes.append("shipped default not measured (" + ("--quick" if quick else "--skip-default") + ")")
         elif (shipped_model / "config.json").is_file():
             result.others.append(bench_model(load_checkpoint(shipped_model).weights, "shipped default",
-                                             rounds, warmup, calls, tmp / "export-default", progress))
+                                             rounds, warmup, calls, tmp / "export-default", progress, targets))
         else:
             result.notes.append(f"shipped default skipped: {shipped_model} does not exist")
     result.tokenizer_docs_per_s = bench_tokenizer(quick)
