@@ -32,7 +32,9 @@ PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 BLOCK = re.compile(r"^(<!-- figures: ([\w-]+) -->\n)(.*?)^(<!-- /figures -->)", re.S | re.M)
 SHAPES = ["b1 s16", "b1 s128", "b8 s128", "b32 s128"]
 BENCH = "bench-2026-12-02.json"
+BENCH_TIERS = "bench-tiers-2026-12-06.json"  # `kobert bench --targets ... --skip-default`: the fast tiers at KoBERT-base
 THROUGHPUT = "throughput-2026-12-02.json"
+TIERS = "throughput-tiers-2026-12-06.json"  # `throughput.py --logits-only`: the fast tiers side by side
 TASKS = "tasks-2026-12-05.json"
 
 
@@ -151,6 +153,21 @@ def bench_goals() -> list[str]:
             provenance(data, BENCH)]
 
 
+def bench_tiers() -> list[str]:
+    """The fast tiers at KoBERT-base, ms and × torch per shape, and the OpenVINO int8 goal at 8 × 128."""
+    data = load(BENCH_TIERS)
+    base = data["models"][0]
+    header = ["row"] + [h for s in SHAPES for h in (f"{s} ms", "× torch")]
+    rows = [[label] + [c for s in SHAPES for c in (n(by_shape[s]["ms"]), n(by_shape[s]["x_torch"], 2))]
+            for label, by_shape in base["rows"].items() if not label.endswith("(raw session)")]  # those: the JSON
+    goal = base["rows"].get("openvino int8", {}).get("b8 s128", {}).get("x_torch")
+    verdict = ("not measured" if goal is None else f"{goal:.2f}×: " + ("met" if goal >= 4 else "**missed**"))
+    return [f"**{base['model']}**, {data['machine']}. Milliseconds per call, median over {data['rounds']} rounds; "
+            "× torch = torch eager fp32 time / row time.", "", *md(header, rows), "",
+            f"Goal: OpenVINO int8 ≥ 4× torch eager fp32 at b8 s128. Measured {verdict}.", "",
+            provenance(data, BENCH_TIERS)]
+
+
 def ort_profile() -> list[str]:
     name = "ort-profile-2026-12-02.json"
     data = load(name)
@@ -218,6 +235,30 @@ def throughput_goals() -> list[str]:
               " / ".join(f"{a:.2f} %" for a in sorted(accuracies)) + " from every row with labels",
               "met" if len(accuracies) == 1 else "**missed**"]]
     return [*md(["goal", "measured", "status"], table), "", provenance(data, THROUGHPUT)]
+
+
+def throughput_tiers() -> list[str]:
+    data = load(TIERS)
+    rows = data["rows"]
+    torch = rows.get("rt.logits torch/reference")
+    table = []
+    for label, r in rows.items():
+        vs_torch = n(r["docs_per_s"] / torch["docs_per_s"], 2) if torch else "-"
+        agreement = f"{n(r['agreement_percent'], 2)} %" if "agreement_percent" in r else "-"
+        accuracy = f"{n(r['accuracy_percent'], 2)} %" if "accuracy_percent" in r else "-"
+        table.append([label, n(r["docs_per_s"]), n(r["x_pipeline"], 2), vs_torch, n(r["tokenizing_percent"], 1),
+                      n(r["peak_rss_mb"]), accuracy, agreement])
+    header = [f"row ({data['docs']:,} reviews)", "docs/s", "× pipeline", "× torch fp32", "tokenizing %", "peak RSS MB",
+              "accuracy", "labels as torch's"]
+    return [f"Batch {data['batch_size']}; {data['machine']}.", "", *md(header, table), "", provenance(data, TIERS)]
+
+
+def throughput_tier_goals() -> list[str]:
+    """The goals as `throughput.py` judged them in the run that wrote the file (`goals`)."""
+    data = load(TIERS)
+    table = [[g["goal"].replace(">=", "≥").replace("<=", "≤"), g["measured"],
+              g["status"] if g["status"] == "met" else f"**{g['status']}**"] for g in data["goals"]]
+    return [*md(["goal", "measured", "status"], table), "", provenance(data, TIERS)]
 
 
 # --- tokenizer, eval, deployment ---------------------------------------------------------------------
@@ -308,9 +349,23 @@ def spark_bulk() -> list[str]:
             f"{data['machine']}.", "", *md(header, rows), "", provenance(data, name)]
 
 
+def keras_nsmc() -> list[str]:
+    """benchmarks/keras_nsmc.py's JSON: Keras `fit` against `kobert finetune`, same slice and recipe."""
+    name = "keras-nsmc.json"
+    data = load(name)
+    rows = [[recipe, n(r["accuracy"], 2), n(r["train_seconds"]), n(r["wall_seconds"]), n(r["steps"]), r["precision"]]
+            for recipe, r in (("Keras (`model.fit`)", data["keras"]), ("torch (`kobert finetune`)", data["torch"]))]
+    gap = data["difference_points"]
+    verdict = "within" if abs(gap) <= 0.5 else "**outside**"
+    return [*md(["recipe", "accuracy %", "train s", "wall s", "steps", "precision"], rows), "",
+            f"Keras − torch: {gap:+.2f} points on the same {data['keras']['eval_examples']:,} test reviews, "
+            f"{verdict} the 0.5-point bar" + (f"; {data['machine']}." if data.get("machine") else "."), "",
+            provenance(data, name)]
+
+
 def headline() -> list[str]:
     """README's one line per figure, each linking to its page (README-relative links)."""
-    nsmc, tp = load("eval-nsmc-default.json"), load(THROUGHPUT)
+    nsmc, tp = load("eval-nsmc-default.json"), load(TIERS)
     accuracies = {r["accuracy_percent"] for r in nsmc["results"]}
     agreement = min(r["agreement_percent"] for r in nsmc["results"])
     rows = tp["rows"]
@@ -322,18 +377,19 @@ def headline() -> list[str]:
             "every Korean task's table: [tasks](docs/tasks.md).",
             f"- **Speed**: on {tp['docs']:,} NSMC reviews (2 CPU cores) "
             + ", ".join(f"`{label}` runs {x:.2f}×" for x, label in fastest)
-            + f" the transformers pipeline, ONNX Runtime fp32 {rows['rt.logits onnx fp32']['x_pipeline']:.2f}×: "
-              "[benchmarks](docs/benchmarks.md) (with how we measure).",
+            + f" the transformers pipeline, ONNX Runtime fp32 {rows['rt.logits onnx/onnx']['x_pipeline']:.2f}× "
+              f"({tp['cpu'].split(',')[0]}): [benchmarks](docs/benchmarks.md) (with how we measure).",
             f"- *Figures from `benchmarks/results/` ({tp['date']}); regenerated by `python benchmarks/figures.py`.*"]
 
 
 TABLES = {
     "bench-base-ms": bench_base_ms, "bench-base-gflops": bench_base_gflops, "bench-default-x": bench_default_x,
-    "bench-rss": bench_rss, "bench-goals": bench_goals, "ort-profile": ort_profile,
+    "bench-rss": bench_rss, "bench-goals": bench_goals, "bench-tiers": bench_tiers, "ort-profile": ort_profile,
     "throughput": throughput, "throughput-sweep": throughput_sweep, "throughput-goals": throughput_goals,
+    "throughput-tiers": throughput_tiers, "throughput-tier-goals": throughput_tier_goals,
     "tokenizer-libraries": tokenizer_libraries, "tokenizer-pipeline": tokenizer_pipeline,
     "eval-nsmc-default": eval_nsmc_default, "headline": headline, "tasks": tasks, "web-bench": web_bench, "mms-bench": mms_bench,
-    "spark-bulk": spark_bulk,
+    "spark-bulk": spark_bulk, "keras-nsmc": keras_nsmc,
 }
 
 
@@ -357,9 +413,19 @@ def stale_blocks(pages=PAGES) -> list[str]:
 
 
 def _stamp(raw: dict, command: str) -> dict:
-    cpu = raw.get("cpu", {})
-    return {"date": datetime.date.today().isoformat(), "command": command,
-            "cpu": f"{cpu.get('model', '?')}, {cpu.get('cpus', '?')} CPUs visible" if isinstance(cpu, dict) else cpu}
+    return {"date": datetime.date.today().isoformat(), "command": command, "cpu": _cpu_text(raw.get("cpu", {}))}
+
+
+def _cpu_text(cpu) -> str:
+    """`cpu_info()` as one line: model, CPUs, and which of the flags that decide the fast paths it has."""
+    if not isinstance(cpu, dict):
+        return cpu
+    text = f"{cpu.get('model', '?')}, {cpu.get('cpus', '?')} CPUs visible"
+    flags = cpu.get("flags", {})
+    if flags:
+        text += "; flags: " + (" ".join(f for f, on in flags.items() if on) or "none")
+        text += "; absent: " + (" ".join(f for f, on in flags.items() if not on) or "none")
+    return text
 
 
 def import_bench(raw: dict, command: str) -> dict:
@@ -418,9 +484,12 @@ def import_throughput(raw: dict, command: str) -> dict:
                if "tokenize_seconds" in r else None, "peak_rss_mb": rss}
         if "accuracy" in r:
             row["accuracy_percent"] = round(100 * r["accuracy"], 2)
+        if "agreement" in r:
+            row["agreement_percent"] = round(100 * r["agreement"], 2)
         out[label] = row
     return {**_stamp(raw, command), "machine": f"1-minute load average {raw.get('load_average', 0):.1f}",
-            "docs": raw["docs"], "batch_size": 32, "window_batches": None, "note": "", "rows": out, "sweep": sweep}
+            "docs": raw["docs"], "batch_size": 32, "window_batches": None, "note": "", "rows": out, "sweep": sweep,
+            "goals": raw.get("goals", [])}
 
 
 # What the task table says of each task: its name and data, the metric, KoBERT's published figure.
@@ -482,6 +551,8 @@ def main(argv=None) -> int:
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 if a page is stale")
     parser.add_argument("--out", type=Path, help="result file to write (import-*; default: results/<kind>-<date>.json)")
     parser.add_argument("--checkpoint", default="", help="import-tasks: what the task models were fine-tuned from")
+    parser.add_argument("--command", default=None, help="import-bench/-throughput: the command that wrote FILE "
+                                                        "(default: the tool's usual command)")
     args = parser.parse_args(argv)
     if args.action == "import-tasks":
         result = import_tasks(args.file, args.checkpoint)
@@ -494,7 +565,7 @@ def main(argv=None) -> int:
         kind = args.action.removeprefix("import-")
         commands = {"bench": f".venv/bin/kobert bench --json {args.file}",
                     "throughput": f".venv/bin/python benchmarks/throughput.py --sweep --json {args.file}"}
-        result = (import_bench if kind == "bench" else import_throughput)(raw, commands[kind])
+        result = (import_bench if kind == "bench" else import_throughput)(raw, args.command or commands[kind])
         out = args.out or RESULTS / f"{kind}-{result['date']}.json"
         out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         print(f"wrote {out}; point {kind.upper()} in benchmarks/figures.py at it, then run this script without arguments")

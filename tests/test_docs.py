@@ -130,6 +130,46 @@ def test_task_table_is_imported_from_what_the_commands_wrote(tmp_path, monkeypat
            "| 99.950 % | 8 epochs, LR 0.0003, 412 s |" in table
 
 
+def test_tier_goals_are_judged_by_the_run_and_rendered_from_its_json(tmp_path, monkeypatch):
+    """throughput.py judges the goals from its rows (labels compared with torch's, AMX or not); import-throughput
+    keeps them; the tiers table and the goals table render them."""
+    figures = _figures()
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import throughput
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+
+    def row(seconds, predicted):
+        return {"docs": 4, "seconds": seconds, "tokenize_seconds": seconds / 20, "peak_rss_mb": 300.0,
+                "accuracy": 0.5, "predicted": predicted}
+
+    rows = {"rt.logits torch/reference": row(1.0, [0, 1, 1, 0]), "rt.logits onnx/onnx": row(0.5, [0, 1, 1, 0]),
+            "rt.logits onnx/onnx-int8": row(0.2, [0, 1, 1, 1]),  # one label in four differs: not a speed candidate
+            "rt.logits openvino/openvino-int8": row(0.25, [0, 1, 1, 0]),
+            "rt.logits openvino/openvino-bf16": row(0.4, [0, 1, 1, 0]),
+            "transformers pipeline": {"docs": 4, "seconds": 1.2, "peak_rss_mb": 500.0, "accuracy": 0.5}}
+    throughput.agree_with_torch(rows)
+    goals = throughput.goals(rows, {"flags": {"avx512_bf16": True, "amx_bf16": False}})
+    by_goal = {g["goal"].split(" >=")[0]: g for g in goals}
+    assert by_goal["the best int8 tier (AMX CPU)"]["measured"] == "4.80x (openvino/openvino-int8)"
+    assert by_goal["the best int8 tier (AMX CPU)"]["status"] == "missed: this CPU has no AMX"
+    assert by_goal["the bf16 tier (AMX CPU)"]["status"] == "missed: this CPU has no AMX"
+    assert by_goal["every tier gives torch's labels (agreement"]["measured"] == "lowest 75.00 % (onnx/onnx-int8)"
+    raw = {"rows": rows, "docs": 4, "goals": goals, "load_average": 0.1,
+           "cpu": {"model": "test CPU", "cpus": 2, "flags": {"avx512_bf16": True, "amx_bf16": False}}}
+    record = figures.import_throughput(raw, "python benchmarks/throughput.py --logits-only")
+    assert record["cpu"] == "test CPU, 2 CPUs visible; flags: avx512_bf16; absent: amx_bf16"
+    assert record["rows"]["rt.logits onnx/onnx-int8"]["agreement_percent"] == 75.0
+    (tmp_path / "tiers.json").write_text(json.dumps(record))
+    monkeypatch.setattr(figures, "RESULTS", tmp_path)
+    monkeypatch.setattr(figures, "TIERS", "tiers.json")
+    tiers = "\n".join(figures.throughput_tiers())
+    assert "| rt.logits openvino/openvino-int8 | 16 | 4.80 | 4.00 | 5.0 | 300 | 50.00 % | 100.00 % |" in tiers
+    assert "| the bf16 tier (AMX CPU) ≥ 4x the transformers pipeline | 3.00x (openvino/openvino-bf16) | " \
+           "**missed: this CPU has no AMX** |" in "\n".join(figures.throughput_tier_goals())
+
+
 # --- executing the examples ------------------------------------------------------------------------
 
 
