@@ -202,9 +202,11 @@ def test_the_local_session_listens_on_loopback_only(session, exports):
 # --- a real cluster: a standalone master and two workers on 127.0.0.1 ---------------------------------
 
 
-@pytest.fixture
-def cluster(tmp_path):
-    with ks.loopback_cluster(tmp_path / "cluster", workers=2, cores=1, env={"PYTHONPATH": str(REPO)}) as url:
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """One master and two workers for the module's cluster tests; each test's driver is an application of its own."""
+    with ks.loopback_cluster(tmp_path_factory.mktemp("cluster"), workers=2, cores=1,
+                             env={"PYTHONPATH": str(REPO)}) as url:
         yield url
 
 
@@ -236,6 +238,52 @@ def test_a_standalone_cluster_gives_the_runtimes_rows_from_a_shipped_export(clus
     got = json.loads(result.stdout.strip().splitlines()[-1])
     assert [(got[f"r{i}"][0], got[f"r{i}"][2]) for i in range(len(TEXTS))] == [(e["label"], None) for e in expected]
     assert [got[f"r{i}"][1] for i in range(len(TEXTS))] == pytest.approx([e["score"] for e in expected], abs=1e-5)
+
+
+BULK_DRIVER = """
+import json, sys
+from kobert import bulk, spark as ks
+url, export, work = sys.argv[1:4]
+session = ks.session(url, {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1",
+                           "spark.ui.enabled": "false", "spark.executor.memory": "512m"})
+session.read.json(work + "/in.jsonl").write.parquet(work + "/in.parquet")
+inputs = {"text": ["--input-format", "text"], "jsonl": ["--input-format", "jsonl", "--id-col", "key", "--text-col", "body"],
+          "parquet": ["--input-format", "parquet", "--id-col", "key", "--text-col", "body"]}
+codes = {}
+for name, flags in inputs.items():  # each a whole `kobert bulk` job on the running cluster session, export shipped
+    codes[name] = bulk.main(["labels", "--export", export, "--runtime", "onnx", "--input", f"{work}/in.{name}", *flags,
+                             "--output", f"{work}/out-{name}", "--format", "jsonl", "--master", url, "--partitions", "2"])
+session.stop()
+print(json.dumps(codes))
+"""
+
+
+def test_kobert_bulk_on_the_standalone_cluster_gives_kobert_runs_rows_for_text_jsonl_and_parquet(cluster, exports,
+                                                                                                 tmp_path):
+    """`kobert bulk labels` against the loopback cluster (the export shipped), once per input format, in one driver."""
+    ex = exports["sequence_classification"]
+    with runtimes.load(ex) as rt:
+        expected = rt.classify(TEXTS)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "in.text").write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    (work / "in.jsonl").write_text("".join(json.dumps({"key": f"k{i}", "body": t}, ensure_ascii=False) + "\n"
+                                           for i, t in enumerate(TEXTS)), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SPARK_LOCAL_IP": "127.0.0.1"}
+    result = subprocess.run([sys.executable, "-c", BULK_DRIVER, cluster, str(ex), str(work)], env=env,
+                            capture_output=True, text=True, timeout=420)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"text": 0, "jsonl": 0, "parquet": 0}, result.stderr[-3000:]
+    keys = {"text": [f"in.text:{i + 1}" for i in range(len(TEXTS))], "jsonl": [f"k{i}" for i in range(len(TEXTS))]}
+    keys["parquet"] = keys["jsonl"]
+    for name, ids in keys.items():
+        assert (work / f"out-{name}" / "_SUCCESS").is_file(), name
+        rows = [json.loads(line) for part in sorted((work / f"out-{name}").glob("part-*")) for line in
+                part.read_text(encoding="utf-8").splitlines()]
+        got = {r["id" if name == "text" else "key"]: r for r in rows}
+        assert sorted(got) == sorted(ids), name
+        assert [got[i]["label"] for i in ids] == [e["label"] for e in expected], name
+        assert [got[i]["score"] for i in ids] == pytest.approx([e["score"] for e in expected], abs=1e-5), name
 
 
 def test_kobert_bulk_reads_jsonl_and_parquet_under_their_own_column_names(session, exports, tmp_path):
