@@ -417,15 +417,14 @@ def _stamp(raw: dict, command: str) -> dict:
 
 
 def _cpu_text(cpu) -> str:
-    """`cpu_info()` as one line: model, CPUs, and which of the flags that decide the fast paths it has."""
+    """`cpu_info()` as `kobert bench` prints it (model, CPUs, the flags that decide the fast paths), without "CPU: "."""
     if not isinstance(cpu, dict):
         return cpu
-    text = f"{cpu.get('model', '?')}, {cpu.get('cpus', '?')} CPUs visible"
-    flags = cpu.get("flags", {})
-    if flags:
-        text += "; flags: " + (" ".join(f for f, on in flags.items() if on) or "none")
-        text += "; absent: " + (" ".join(f for f, on in flags.items() if not on) or "none")
-    return text
+    if str(REPO) not in sys.path:  # run as `python benchmarks/figures.py` from a checkout
+        sys.path.insert(0, str(REPO))
+    from kobert.bench.measure import cpu_line
+
+    return cpu_line(cpu).removeprefix("CPU: ")
 
 
 def import_bench(raw: dict, command: str) -> dict:

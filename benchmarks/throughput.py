@@ -203,8 +203,9 @@ def main() -> int:
     parser.add_argument("--export-dir", type=Path, default=None, help=f"an export with {TARGETS} (default: made)")
     parser.add_argument("--nsmc", type=Path, default=None, help="ratings_test.txt (default: kobert.datasets' NSMC dir)")
     parser.add_argument("--sweep", action="store_true", help="also ONNX Runtime fp32 at larger batches and windows")
-    parser.add_argument("--targets", default=TARGETS,
-                        help="comma-separated artifacts to export and measure (default: every tier, %(default)s)")
+    parser.add_argument("--targets", default=None,
+                        help=f"comma-separated artifacts to export and measure (default: {TARGETS} when the script "
+                             "exports, every artifact of --export-dir otherwise)")
     parser.add_argument("--logits-only", action="store_true",
                         help="only the rt.logits rows and the pipeline: the tiers side by side on all reviews, "
                              "without the rt.embed, kobert run and sentence-transformers rows")
@@ -222,7 +223,7 @@ def main() -> int:
     count = len(data)
     with tempfile.TemporaryDirectory(prefix="kobert-throughput-") as tmp:
         tmp = Path(tmp)
-        export_dir = args.export_dir or export_default(tmp / "export", args.targets)
+        export_dir = args.export_dir or export_default(tmp / "export", args.targets or TARGETS)
         lines_file = tmp / "reviews.txt"
         lines_file.write_text("".join(t.replace("\n", " ") + "\n" for t in data.texts), encoding="utf-8")
         results = measure(export_dir, nsmc, count, lines_file, args.sweep, args.targets, args.logits_only)
@@ -273,7 +274,7 @@ def measure(export_dir: Path, nsmc: Path, count: int, lines_file: Path, sweep: b
                     {**common, "kind": "api", "label": label, "export_dir": str(export_dir), "runtime": "onnx",
                      "artifact": "onnx", "method": "logits", "batch_size": b, "window_batches": w}, command=WORKER))
     agree_with_torch(rows)
-    return {"rows": rows, "notes": notes, "docs": count, "logits_only": logits_only}
+    return {"rows": rows, "notes": notes, "docs": count}
 
 
 def agree_with_torch(rows: dict) -> None:
