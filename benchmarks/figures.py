@@ -22,7 +22,9 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -268,7 +270,8 @@ def tokenizer_libraries() -> list[str]:
     name = "tokenizer-bench.json"
     data = load(name)
     rows = [[label, n(r["docs_per_s"]), f"{n(r['x_sentencepiece'], 2)}×"] for label, r in data["libraries"].items()]
-    return [*md(["tokenizer", "documents/s", "vs sentencepiece"], rows), "", provenance(data, name)]
+    lead = [f"{data['documents']}; {data['machine']}.", ""] if "documents" in data else []
+    return [*lead, *md(["tokenizer", "documents/s", "vs sentencepiece"], rows), "", provenance(data, name)]
 
 
 def tokenizer_pipeline() -> list[str]:
@@ -326,15 +329,16 @@ def mms_bench() -> list[str]:
     name = "mms-bench.json"
     data = load(name)
     runs = data["runs"]
+    per_batch = [r["clients4_mean_requests_per_worker_batch"] for r in runs]
     rows = [["worker ready (synchronous registration: unpack, worker start, model load, warm-up)",
-             *[f"{r['worker_ready_s']:.2f} s" for r in runs]],
-            ["one text per request (`{\"text\"}`, batch size 1)", *[f"{r['one_text_ms']:.1f} ms" for r in runs]],
-            ["eight texts per request (`{\"texts\"}`)", *[f"{r['eight_texts_ms']:.1f} ms" for r in runs]],
+             *[f"{r['worker_ready_ms'] / 1000:.2f} s" for r in runs]],
+            ["one text per request (`{\"text\"}`, batch size 1)", *[f"{r['single_median_ms']:.1f} ms" for r in runs]],
+            ["eight texts per request (`{\"texts\"}`)", *[f"{r['batch8_median_ms']:.1f} ms" for r in runs]],
             ["4 concurrent clients, registered with batch_size 4: latency / throughput",
-             *[f"{r['concurrent_ms']:.1f} ms / {r['concurrent_req_per_s']} req/s ({r['requests_per_batch']:.1f} "
-               "requests per worker batch)" for r in runs]],
-            [f"max-abs logits vs torch reference / vs `kobert run --runtime mxnet` ({runs[0]['replies']} replies)",
-             *[f"{r['max_abs_vs_torch']:.1e} / {r['max_abs_vs_kobert_run']:.1e}" for r in runs]]]
+             *[f"{r['clients4_batch_size4_median_ms']:.1f} ms / {r['clients4_requests_per_s']:.0f} req/s "
+               f"({n(b, 1)} requests per worker batch)" for r, b in zip(runs, per_batch)]],
+            [f"max-abs logits vs torch reference / vs `kobert run --runtime mxnet` ({runs[0]['replies_compared']} "
+             "replies)", *[f"{r['max_abs_vs_torch']:.1e} / {r['max_abs_vs_mxnet_runtime']:.1e}" for r in runs]]]
     return [f"{data['machine']}; {data['cpu']}.", "", *md(["", *[f"run {i + 1}" for i in range(len(runs))]], rows), "",
             provenance(data, name)]
 
@@ -414,6 +418,18 @@ def stale_blocks(pages=PAGES) -> list[str]:
 
 def _stamp(raw: dict, command: str) -> dict:
     return {"date": datetime.date.today().isoformat(), "command": command, "cpu": _cpu_text(raw.get("cpu", {}))}
+
+
+def stamp_here(load_at_start: float) -> dict:
+    """date, this CPU, the running command and the load around it: what a benchmark script writes beside its
+    figures (`--json`), so its result file needs no import step."""
+    from kobert.bench.measure import cpu_info
+
+    script = Path(sys.argv[0]).resolve()
+    shown = script.relative_to(REPO) if script.is_relative_to(REPO) else script
+    command = " ".join([".venv/bin/python", str(shown), *map(shlex.quote, sys.argv[1:])])
+    return {"date": datetime.date.today().isoformat(), "cpu": _cpu_text(cpu_info()), "command": command,
+            "machine": f"1-minute load average {load_at_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"}
 
 
 def _cpu_text(cpu) -> str:

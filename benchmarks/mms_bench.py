@@ -1,6 +1,6 @@
 """Serving an export with Multi Model Server: worker ready time, latency per request, parity.
 
-    python benchmarks/mms_bench.py [--export DIR] [--requests 50] [--json FILE]
+    python benchmarks/mms_bench.py [--export DIR] [--requests 50] [--runs 1] [--json FILE]
 
 Without --export it exports the shipped default (`kobert export default --to
 mxnet`). It packages the export (`kobert package mms`), starts MMS 1.1.11 on
@@ -13,13 +13,16 @@ mxnet`). It packages the export (`kobert package mms`), starts MMS 1.1.11 on
   sending --requests requests each at once: median latency and requests/s;
 - max-abs of every reply's logits against the torch reference and the MXNet
   runtime (`kobert run --runtime mxnet`).
-The server is stopped by its process group at the end, also on failure.
+The server is stopped by its process group at the end, also on failure. --runs N repeats the
+whole measure N times (a fresh server each); --json writes every run as the result file the docs
+render (benchmarks/results/mms-bench.json, with date, CPU and command).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -126,8 +129,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--export", type=Path, default=None, help="an export with the mxnet artifact (default: export the shipped default)")
     parser.add_argument("--requests", type=int, default=50)
+    parser.add_argument("--runs", type=int, default=1, help="repeat the whole measure, a fresh server each time")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
+    load_at_start = os.getloadavg()[0]
     if mms_launcher() is None:
         print("mms_bench: no multi-model-server beside the MXNet python (run `bash ci/setup.sh`)", file=sys.stderr)
         return 2
@@ -138,11 +143,15 @@ def main(argv=None) -> int:
             export = work / "export"
             if kobert(["export", "default", "--to", "mxnet", "--out", str(export), "--quiet"]):
                 return 1
-        result = run(export, args.requests, work)
-    for key, value in result.items():
-        print(f"{key:40} {value}")
+        results = [run(export, args.requests, work) for _ in range(args.runs)]
+    for key in results[0]:
+        print(f"{key:40} " + "   ".join(str(result[key]) for result in results))
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        from figures import stamp_here
+
+        stamp = stamp_here(load_at_start)
+        stamp["machine"] = f"over 127.0.0.1, medians of {args.requests} requests; " + stamp["machine"]
+        args.json.write_text(json.dumps({**stamp, "runs": results}, indent=2) + "\n")
     return 0
 
 

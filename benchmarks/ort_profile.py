@@ -1,17 +1,19 @@
 """Where ONNX Runtime spends its time: kernel time per op type, and the machine's sgemm ceiling.
 
-    python benchmarks/ort_profile.py EXPORT_DIR [--artifact onnx] [--batch 32] [--length 128] [--runs 3]
+    python benchmarks/ort_profile.py EXPORT_DIR [--artifact onnx] [--batch 32] [--length 128] [--runs 3] [--json FILE]
 
 Part 1 runs the artifact with `SessionOptions.enable_profiling` and sums kernel
 time per op type.  Part 2 times one MatMul of the model's FFN shape
 ((batch*length) x hidden x intermediate, 768 x 3072 at base) in ONNX Runtime and
 in torch, in GFLOP/s: the ceiling the whole model can approach when MatMul
-dominates; the whole model's GFLOP/s (`kobert.bench.model_flops`) is printed too.
+dominates; the whole model's GFLOP/s (`kobert.bench.model_flops`) is printed too.  --json writes both as
+the result file the docs render (benchmarks/results/ort-profile-DATE.json, with date, CPU and command).
 """
 
 import argparse
 import collections
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -72,7 +74,9 @@ def main():
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=None, help="write the result file the docs' table reads")
     args = parser.parse_args()
+    load_at_start = os.getloadavg()[0]
 
     from kobert.bench import make_inputs, model_flops
     from kobert.config import KoBertConfig
@@ -90,8 +94,27 @@ def main():
         print(f"{op:28s} {share * 100:10.1f}%")
     k, n = config.hidden_size, config.intermediate_size
     print(f"\nsgemm ceiling, ({args.batch * args.length} x {k}) @ ({k} x {n}) float32:")
-    for name, gflops in sgemm_gflops(args.batch * args.length, args.runs, k, n).items():
+    ceiling = sgemm_gflops(args.batch * args.length, args.runs, k, n)
+    for name, gflops in ceiling.items():
         print(f"{name:28s} {gflops:8.0f} GFLOP/s")
+    if args.json:
+        from figures import stamp_here
+
+        size = f"{config.num_hidden_layers} × {config.hidden_size}"
+        record = {**stamp_here(load_at_start), "model": f"{size} ({args.artifact}), {args.batch} × {args.length}",
+                  "ms_per_run": round(ms, 1), "model_gflops": round(flops / ms / 1e6, 1),
+                  "sgemm_gflops": {name: round(g, 1) for name, g in ceiling.items()}, "ops": op_rows(shares)}
+        args.json.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}")
+
+
+def op_rows(shares: list[tuple[str, float]], smallest: float = 0.01) -> list[dict]:
+    """Each op type with at least `smallest` of the kernel time, then the rest in one row."""
+    rows = [{"op": op, "percent": round(100 * share, 1)} for op, share in shares if share >= smallest]
+    rest = sum(share for _, share in shares if share < smallest)
+    if rest:
+        rows.append({"op": "the rest", "percent": round(100 * rest, 1)})
+    return rows
 
 
 if __name__ == "__main__":

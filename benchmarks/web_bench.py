@@ -1,13 +1,14 @@
 """The README's browser / Node / Hugging Face figures: latency, parity max-abs and id agreement.
 
-    python benchmarks/web_bench.py EXPORT_DIR [--reviews 1000] [--batch 32] [--screenshot docs/web-demo.png]
+    python benchmarks/web_bench.py EXPORT_DIR [--reviews 1000] [--batch 32] [--screenshot docs/web-demo.png] [--json FILE]
 
 EXPORT_DIR must hold the "onnx" and "hf-onnx" artifacts (and "onnx-int8" for the q8 row), e.g.
 `kobert export default --to onnx,onnx-int8,hf-onnx --out artifacts/default-web`. The script builds
 the web package, serves it with its serve.py (COOP/COEP, 127.0.0.1), and runs one Chromium
 (web/browser_check.mjs) and Node (web/package_node_check.mjs, web/node_check.mjs). Every row: the first `--batch` NSMC test reviews as one call
 (median of 7 after one warm-up), max-abs of logits against the torch reference, and how many of
-`--reviews` reviews get kobert's ids. Optimum's rows need .venv-hf4 (ci/setup.sh).
+`--reviews` reviews get kobert's ids. Optimum's rows need .venv-hf4 (ci/setup.sh). --json writes the
+table as the result file the docs render (benchmarks/results/web-bench.json, with date, CPU and command).
 """
 
 import argparse
@@ -63,7 +64,9 @@ def main() -> None:
     parser.add_argument("--reviews", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--screenshot", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="write the result file the docs' table reads")
     args = parser.parse_args()
+    load_at_start = os.getloadavg()[0]
 
     from kobert import runtimes
     from kobert.datasets import locate_nsmc, read_nsmc
@@ -83,7 +86,9 @@ def main() -> None:
             onnx_runtime.run(**inputs)
             times.append(1000 * (time.perf_counter() - start))
         python_logits = onnx_runtime.run(**inputs)["logits"]
-    rows = [("Python onnxruntime 1.32 (kobert.runtimes, the onnx artifact)", float(np.median(times)),
+    import onnxruntime
+
+    rows = [(f"Python onnxruntime {onnxruntime.__version__} (kobert.runtimes, the onnx artifact)", float(np.median(times)),
              *_parity(python_logits, want, [True] * len(batch)), len(reviews))]
 
     work = Path(tempfile.mkdtemp(prefix="web-bench-"))
@@ -151,6 +156,19 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for name, ms, max_abs, max_abs_same, agreeing in rows:
         print(f"| {name} | {ms:.1f} | {max_abs:.1e} | {max_abs_same:.1e} | {agreeing}/{len(reviews)} |")
+    if args.json:
+        from figures import stamp_here
+
+        stamp = stamp_here(load_at_start)
+        stamp["machine"] = (f"Chromium headless; one batch of the first {len(batch)} NSMC test reviews per call, "
+                            f"median of 7 after a warm-up; ids on the first {len(reviews):,} reviews; "
+                            + stamp["machine"])
+        table = [{"runtime": name, "ms_per_call": round(ms, 1), "max_abs_all": f"{max_abs:.1e}",
+                  "max_abs_same_ids": f"{max_abs_same:.1e}", "same_ids": f"{agreeing}/{len(reviews)}"}
+                 for name, ms, max_abs, max_abs_same, agreeing in rows]
+        args.json.write_text(json.dumps({**stamp, "rows": table}, indent=2, ensure_ascii=False) + "\n",
+                             encoding="utf-8")
+        print(f"wrote {args.json}")
 
 
 def _parity(got, want, same_ids: list[bool]) -> tuple[float, float]:

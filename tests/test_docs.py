@@ -170,6 +170,35 @@ def test_tier_goals_are_judged_by_the_run_and_rendered_from_its_json(tmp_path, m
            "**missed: this CPU has no AMX** |" in "\n".join(figures.throughput_tier_goals())
 
 
+def test_tokenizer_and_ort_scripts_write_what_their_tables_read(tmp_path, monkeypatch):
+    """tokenizer_bench.py --json and ort_profile.py --json write the result files the docs render, with the
+    date, this CPU and the command: the step costs are the differences between rows, small ops are summed."""
+    figures = _figures()
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import ort_profile
+        import tokenizer_bench
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    libraries = [("ours", 2.0), ("sentencepiece", 0.5), ("xlnet", 1.0)]
+    profile = [(f"row {i}", s) for i, s in enumerate([3.0, 1.5, 1.25, 1.0, 2.0, 0.25])]  # 100,000 documents
+    tables = tokenizer_bench.result_tables(libraries, profile, 100_000, 100_000 / 0.5)
+    assert tables["libraries"]["ours"] == {"docs_per_s": 50_000, "x_sentencepiece": 0.25}
+    assert tables["pipeline"]["row 0"]["step_cost"].endswith(": 15.0 µs")  # 30 µs - 15 µs
+    assert tables["pipeline"]["row 2"]["step_cost"].endswith(": 2.5 µs") and tables["pipeline"]["row 3"]["us_per_doc"] == 10
+    monkeypatch.setattr(sys, "argv", [str(REPO / "benchmarks" / "tokenizer_bench.py"), "--json", "x.json"])
+    record = {**figures.stamp_here(0.5), "documents": "100,000 test documents, median of 3", **tables}
+    assert record["command"] == ".venv/bin/python benchmarks/tokenizer_bench.py --json x.json"
+    assert "CPUs visible; flags:" in record["cpu"] and record["date"].startswith("20")
+    (tmp_path / "tokenizer-bench.json").write_text(json.dumps(record))
+    monkeypatch.setattr(figures, "RESULTS", tmp_path)
+    rendered = "\n".join(figures.tokenizer_pipeline() + figures.tokenizer_libraries())
+    assert "| row 1 | 66,667 | 15.0 | offsets: 2.5 µs |" in rendered
+    assert rendered.startswith("| our pipeline |") and "100,000 test documents, median of 3; 1-minute load" in rendered
+    ops = ort_profile.op_rows([("MatMul", 0.8), ("Add", 0.185), ("Erf", 0.009), ("Div", 0.006)])
+    assert ops == [{"op": "MatMul", "percent": 80.0}, {"op": "Add", "percent": 18.5}, {"op": "the rest", "percent": 1.5}]
+
+
 # --- executing the examples ------------------------------------------------------------------------
 
 
