@@ -38,6 +38,7 @@ BENCH_TIERS = "bench-tiers-2026-12-06.json"  # `kobert bench --targets ... --ski
 THROUGHPUT = "throughput-2026-12-02.json"
 TIERS = "throughput-tiers-2026-12-06.json"  # `throughput.py --logits-only`: the fast tiers side by side
 TASKS = "tasks-2026-12-05.json"
+ORT_PROFILE = "ort-profile-2026-12-06.json"  # benchmarks/ort_profile.py --json
 
 
 def load(name: str) -> dict:
@@ -171,9 +172,13 @@ def bench_tiers() -> list[str]:
 
 
 def ort_profile() -> list[str]:
-    name = "ort-profile-2026-12-02.json"
+    name = ORT_PROFILE
     data = load(name)
-    return [*md(["op type", "kernel time"], [[op["op"], f"{n(op['percent'], 1)} %"] for op in data["ops"]]), "",
+    ceiling = ", ".join(f"{label} {n(g, 0)}" for label, g in data["sgemm_gflops"].items())
+    return [f"{data['model']}: {n(data['ms_per_run'], 1)} ms per run, {n(data['model_gflops'], 0)} GFLOP/s for the "
+            f"whole model; one MatMul of the FFN's shape alone (the sgemm ceiling): {ceiling} GFLOP/s; "
+            f"{data['machine']}.", "",
+            *md(["op type", "kernel time"], [[op["op"], f"{n(op['percent'], 1)} %"] for op in data["ops"]]), "",
             provenance(data, name)]
 
 

@@ -100,7 +100,7 @@ def profile_rows(ours, sp, docs):
 STEP_COSTS = ["transformers builds Python lists and the `BatchEncoding`", "offsets",
               "our exact normaliser (NFKC, charsmap, NFC, guards)",
               "`tokenizers` itself: per-token strings, alignment vectors, `Encoding` objects",
-              "one document per call: no thread pool", "for comparison: ids only"]
+              "no thread pool: compare `encode_batch`", "for comparison: ids only"]
 
 
 def result_tables(results, profile, count, base) -> dict:
@@ -113,7 +113,7 @@ def result_tables(results, profile, count, base) -> dict:
         cost = STEP_COSTS[i]
         if i < 3:  # a layer of our pipeline: its cost is the time the next row no longer spends
             cost += f": {micro[i] - micro[i + 1]:.1f} µs"
-        pipeline[label] = {"docs_per_s": round(count / seconds), "us_per_doc": round(micro[i], 1), "step_cost": cost}
+        pipeline[label.strip()] = {"docs_per_s": round(count / seconds), "us_per_doc": round(micro[i], 1), "step_cost": cost}
     return {"libraries": libraries, "pipeline": pipeline}
 
 
