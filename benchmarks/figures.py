@@ -59,7 +59,7 @@ def md(header: list[str], rows: list[list[str]]) -> list[str]:
 def provenance(data: dict, name: str) -> str:
     when = data.get("date") or "date not recorded"
     line = f"*From `benchmarks/results/{name}`: {when}; CPU: {data['cpu']}; command: `{data['command']}`.*"
-    if data.get("source"):
+    if data.get("source", "").startswith("transcribed"):  # `kobert eval --json` says "written by the command"
         line += f" *Note: {data['source']}.*"
     return line
 

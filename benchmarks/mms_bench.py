@@ -63,7 +63,7 @@ def checked(status_and_reply):
 
 def run(export: Path, requests: int, work: Path) -> dict:
     store = work / "store"
-    store.mkdir()
+    store.mkdir(parents=True)
     package_ms, code = timed(lambda: kobert(["package", "mms", str(export), "--out", str(store / "kobert.mar")]))
     if code:
         raise RuntimeError("kobert package mms failed")
@@ -143,7 +143,7 @@ def main(argv=None) -> int:
             export = work / "export"
             if kobert(["export", "default", "--to", "mxnet", "--out", str(export), "--quiet"]):
                 return 1
-        results = [run(export, args.requests, work) for _ in range(args.runs)]
+        results = [run(export, args.requests, work / f"run-{i + 1}") for i in range(args.runs)]
     for key in results[0]:
         print(f"{key:40} " + "   ".join(str(result[key]) for result in results))
     if args.json:

@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--screenshot", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None, help="write the result file the docs' table reads")
     args = parser.parse_args()
+    args.export_dir = args.export_dir.resolve()  # Node runs in web/: a relative folder would point there
     load_at_start = os.getloadavg()[0]
 
     from kobert import runtimes
