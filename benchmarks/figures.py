@@ -78,7 +78,8 @@ def bench_base_ms() -> list[str]:
             c = by_shape[s]
             cells += [f"{n(c['ms'])} [{n(c['min_ms'])}–{n(c['max_ms'])}]", n(c["x_torch"], 2)]
         rows.append(cells)
-    return [f"**{base['model']}** ({base['config']}), {data['machine']}. Milliseconds per call, median over "
+    config = f" ({base['config']})" if base["config"] else ""
+    return [f"**{base['model']}**{config}, {data['machine']}. Milliseconds per call, median over "
             f"{data['rounds']} rounds [min–max over rounds]; × torch = torch eager time / row time.", "",
             *md(header, rows), "", provenance(data, BENCH)]
 
@@ -114,7 +115,8 @@ def bench_default_x() -> list[str]:
             rows.append([f"{label} (ms)"] + [n(by_shape[s]["ms"]) for s in SHAPES])
         else:
             rows.append([label] + [f"{n(by_shape[s]['x_torch'], 2)}×" for s in SHAPES])
-    return [f"**The {model['model']}** ({model['config']}), same run, × torch:", "", *md(["row", *SHAPES], rows), "",
+    config = f" ({model['config']})" if model["config"] else ""
+    return [f"**The {model['model']}**{config}, same run, × torch:", "", *md(["row", *SHAPES], rows), "",
             provenance(data, BENCH)]
 
 
