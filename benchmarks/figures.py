@@ -33,7 +33,7 @@ RESULTS = REPO / "benchmarks" / "results"
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 BLOCK = re.compile(r"^(<!-- figures: ([\w-]+) -->\n)(.*?)^(<!-- /figures -->)", re.S | re.M)
 SHAPES = ["b1 s16", "b1 s128", "b8 s128", "b32 s128"]
-BENCH = "bench-2026-12-02.json"
+BENCH = "bench-2026-12-06.json"  # `kobert bench --json`: every row at KoBERT-base, then the shipped default
 BENCH_TIERS = "bench-tiers-2026-12-06.json"  # `kobert bench --targets ... --skip-default`: the fast tiers at KoBERT-base
 THROUGHPUT = "throughput-2026-12-02.json"
 TIERS = "throughput-tiers-2026-12-06.json"  # `throughput.py --logits-only`: the fast tiers side by side
@@ -72,7 +72,7 @@ def bench_base_ms() -> list[str]:
     base = data["models"][0]
     header = ["row"] + [h for s in SHAPES for h in (f"{s} ms", "× torch")]
     rows = []
-    for label, by_shape in base["rows"].items():
+    for label, by_shape in _adapter_rows(base["rows"]).items():
         cells = [label]
         for s in SHAPES:
             c = by_shape[s]
@@ -84,11 +84,21 @@ def bench_base_ms() -> list[str]:
             *md(header, rows), "", provenance(data, BENCH)]
 
 
+def _is_fp32(by_shape: dict) -> bool:
+    """A row measured against the fp32 GEMM ceiling: `kobert bench` gives a % of it to the fp32 rows only."""
+    return all(by_shape[s].get("percent_of_ceiling") is not None for s in SHAPES)
+
+
+def _adapter_rows(rows: dict) -> dict:
+    """The rows as kobert runs them: each framework's raw session on the same file (the adapter overhead
+    check) stays in the JSON and the printed output."""
+    return {label: by_shape for label, by_shape in rows.items() if "(raw" not in label}
+
+
 def bench_base_gflops() -> list[str]:
     data = load(BENCH)
     base = data["models"][0]
-    fp32 = {label: by_shape for label, by_shape in base["rows"].items()
-            if all("gflops" in by_shape[s] for s in SHAPES)}
+    fp32 = {label: by_shape for label, by_shape in _adapter_rows(base["rows"]).items() if _is_fp32(by_shape)}
     # The goal's shapes (batch 8 and 32): the best fp32 model row in bold.
     best = {s: max(fp32, key=lambda r: fp32[r][s]["percent_of_ceiling"]) for s in ("b8 s128", "b32 s128")}
     header = [f"fp32 row ({base['model']})"] + [h for s in SHAPES for h in (f"{s} GFLOP/s", "% ceiling")]
@@ -110,7 +120,7 @@ def bench_default_x() -> list[str]:
     data = load(BENCH)
     model = data["models"][1]
     rows = []
-    for label, by_shape in model["rows"].items():
+    for label, by_shape in _adapter_rows(model["rows"]).items():
         if label == "torch eager":
             rows.append([f"{label} (ms)"] + [n(by_shape[s]["ms"]) for s in SHAPES])
         else:
@@ -149,11 +159,13 @@ def bench_goals() -> list[str]:
     rows = [[goal, pair(x(rows, label)), status(x(rows, label), want)] for goal, rows, label, want in goals]
     shapes = ("b8 s128", "b32 s128")
     torch = [base["torch eager"][s]["percent_of_ceiling"] for s in shapes]
-    others = [base[r][s]["percent_of_ceiling"] for r in base if r != "torch eager" and "gflops" in base[r]["b8 s128"]
+    others = [base[r][s]["percent_of_ceiling"] for r in _adapter_rows(base) if r != "torch eager" and _is_fp32(base[r])
               for s in shapes]
+    meeting = [r for r in _adapter_rows(base) if _is_fp32(base[r])
+               and min(base[r][s]["percent_of_ceiling"] for s in shapes) >= 90]
     rows.append(["fp32 rows at batch 8 / 32 ≥ 90 % of the GEMM ceiling",
                  f"torch {torch[0]} % / {torch[1]} %; the others {min(others)}–{max(others)} %",
-                 "met by torch at b8" if torch[0] >= 90 else "**not met**"])
+                 f"met by {', '.join(meeting)}" if meeting else "**not met**"])
     return [*md(["goal (KoBERT-base unless named)", "measured (b1 s128 / b32 s128)", "status"], rows), "",
             provenance(data, BENCH)]
 
