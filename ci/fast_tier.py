@@ -9,7 +9,10 @@ measured cost stays under --budget seconds. Everything else is listed as slow. S
 fixtures are charged to the first test that used them, so re-measure the fast tier after writing
 (`bash ci/test.sh --fast --durations=20`) and lower --budget if it runs over.
 
-    python ci/fast_tier.py FULL_LOG [FAST_LOG...] [--budget 150]
+    python ci/fast_tier.py FULL_LOG [FAST_LOG...] [--budget 150] [--keep-listed]
+
+--keep-listed also keeps every test the current list names (tests a commit listed by hand as slow, or that no
+given log measured): the way to cut a tier that has grown, from a fast run's log alone.
 """
 
 from __future__ import annotations
@@ -59,10 +62,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("logs", type=Path, nargs="+", help="a full run's output with --durations=0, then fast runs'")
     parser.add_argument("--budget", type=float, default=150.0, help="seconds of measured test time in the tier")
+    parser.add_argument("--keep-listed", action="store_true", help="keep the tests the current list names")
     args = parser.parse_args()
     costs = most_costs([log.read_text() for log in args.logs])
-    fast = fast_set(costs, args.budget)
-    slow = sorted(set(costs) - fast)
+    listed = set()
+    if args.keep_listed and OUT.is_file():
+        listed = {line.strip() for line in OUT.read_text().splitlines() if line.strip() and not line.startswith("#")}
+    fast = fast_set({n: c for n, c in costs.items() if n not in listed}, args.budget)
+    slow = sorted((set(costs) | listed) - fast)
     header = f"# written by ci/fast_tier.py from a full run (budget {args.budget:.0f} s); one pytest node id a line\n"
     OUT.write_text(header + "".join(f"{nodeid}\n" for nodeid in slow))
     print(f"{len(fast)} tests in the fast tier ({sum(costs[n] for n in fast):.0f} s measured), "
