@@ -73,7 +73,7 @@ def main() -> None:
     header = f"# written by ci/fast_tier.py from a full run (budget {args.budget:.0f} s); one pytest node id a line\n"
     OUT.write_text(header + "".join(f"{nodeid}\n" for nodeid in slow))
     print(f"{len(fast)} tests in the fast tier ({sum(costs[n] for n in fast):.0f} s measured), "
-          f"{len(slow)} left out ({sum(costs[n] for n in slow):.0f} s): {OUT}")
+          f"{len(slow)} left out ({sum(costs.get(n, 0.0) for n in slow):.0f} s measured): {OUT}")
 
 
 if __name__ == "__main__":
