@@ -439,16 +439,16 @@ def _stamp(raw: dict, command: str) -> dict:
     return {"date": datetime.date.today().isoformat(), "command": command, "cpu": _cpu_text(raw.get("cpu", {}))}
 
 
-def stamp_here(load_at_start: float) -> dict:
-    """date, this CPU, the running command and the load around it: what a benchmark script writes beside its
-    figures (`--json`), so its result file needs no import step."""
+def stamp_here(load_at_start: float, setting: str = "") -> dict:
+    """date, this CPU, the running command and the load around it (after `setting`, what was measured how):
+    what a benchmark script writes beside its figures (`--json`), so its result file needs no import step."""
     from kobert.bench.measure import cpu_info
 
     script = Path(sys.argv[0]).resolve()
     shown = script.relative_to(REPO) if script.is_relative_to(REPO) else script
     command = " ".join([".venv/bin/python", str(shown), *map(shlex.quote, sys.argv[1:])])
-    return {"date": datetime.date.today().isoformat(), "cpu": _cpu_text(cpu_info()), "command": command,
-            "machine": f"1-minute load average {load_at_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"}
+    load = f"1-minute load average {load_at_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+    return {**_stamp({"cpu": cpu_info()}, command), "machine": f"{setting}; {load}" if setting else load}
 
 
 def _cpu_text(cpu) -> str:

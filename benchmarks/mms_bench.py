@@ -149,8 +149,7 @@ def main(argv=None) -> int:
     if args.json:
         from figures import stamp_here
 
-        stamp = stamp_here(load_at_start)
-        stamp["machine"] = f"over 127.0.0.1, medians of {args.requests} requests; " + stamp["machine"]
+        stamp = stamp_here(load_at_start, f"over 127.0.0.1, medians of {args.requests} requests")
         args.json.write_text(json.dumps({**stamp, "runs": results}, indent=2) + "\n")
     return 0
 

@@ -160,10 +160,8 @@ def main() -> None:
     if args.json:
         from figures import stamp_here
 
-        stamp = stamp_here(load_at_start)
-        stamp["machine"] = (f"Chromium headless; one batch of the first {len(batch)} NSMC test reviews per call, "
-                            f"median of 7 after a warm-up; ids on the first {len(reviews):,} reviews; "
-                            + stamp["machine"])
+        stamp = stamp_here(load_at_start, f"Chromium headless; one batch of the first {len(batch)} NSMC test reviews "
+                                          f"per call, median of 7 after a warm-up; ids on the first {len(reviews):,} reviews")
         table = [{"runtime": name, "ms_per_call": round(ms, 1), "max_abs_all": f"{max_abs:.1e}",
                   "max_abs_same_ids": f"{max_abs_same:.1e}", "same_ids": f"{agreeing}/{len(reviews)}"}
                  for name, ms, max_abs, max_abs_same, agreeing in rows]
