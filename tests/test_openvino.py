@@ -2,6 +2,7 @@
 gives transformers' outputs, f32 within the fp32 gate and bf16 really computed in bf16 where the CPU has it."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -186,3 +187,34 @@ def test_a_compile_that_crashes_is_one_line_error_not_a_dead_process(exported, t
     with runtimes.load(export_dir, runtime="openvino", artifact="openvino") as runtime:  # the real probe passes
         assert runtime.run(**inputs)["logits"].shape[0] == 3
     assert (tmp_path / "cache" / "openvino-compiles.json").is_file()
+
+
+# Run as a user would (no pytest in the process, which NNCF reads as "no telemetry"; no CI variable; a
+# home without OpenVINO's consent file, which openvino_telemetry reads as consent): count the telemetry
+# events handed to its Google Analytics backend in this process while kobert exports and its parity
+# stage runs the IRs. A child process that sent (the runtime's compile probe) would have written its
+# client id to ~/intel, as `import openvino` alone does without kobert.
+COUNT_TELEMETRY = textwrap.dedent("""
+    import json, os, sys
+    from openvino_telemetry.backend.backend_ga4 import GA4Backend
+    sent = []
+    GA4Backend.send = lambda self, message: sent.append(message["events"][0]["name"])
+    from kobert.checkpoint import init_checkpoint
+    from kobert.config import preset
+    from kobert.export import export
+    root = sys.argv[1]
+    checkpoint = init_checkpoint(preset("tiny").with_head("sequence_classification", 2), root + "/ck", seed=5)
+    result = export(checkpoint, root + "/export", targets=["openvino", "openvino-int8"])
+    print(json.dumps({"passed": result.report.passed, "sent": sent, "ci": os.environ.get("CI"),
+                      "client_id_written": os.path.exists(os.path.expanduser("~/intel"))}))
+""")
+
+
+def test_an_export_sends_no_telemetry(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "NNCF_CI")}
+    env["HOME"] = str(tmp_path)
+    done = subprocess.run([sys.executable, "-c", COUNT_TELEMETRY, str(tmp_path)], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout.splitlines()[-1])
+    assert got == {"passed": True, "sent": [], "ci": None, "client_id_written": False}

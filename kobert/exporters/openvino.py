@@ -25,11 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import openvino as ov
 
 from kobert.canonical import CanonicalWeights
 from kobert.config import INPUTS
 from kobert.exporters import ExportedArtifact
+from kobert.runtimes.openvino_telemetry import import_openvino, telemetry_off
+
+ov = import_openvino()
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,8 @@ class OpenVinoTier:
         return {"INFERENCE_PRECISION_HINT": self.precision}
 
     def export(self, weights: CanonicalWeights, export_dir: Path) -> ExportedArtifact:
-        model = ov.convert_model(str(_onnx_source(Path(export_dir))))
+        with telemetry_off():
+            model = ov.convert_model(str(_onnx_source(Path(export_dir))))
         return _save_ir(model, Path(export_dir), self.name, weights, f"openvino {ov.__version__}",
                         {"tier": self.precision, "compile_config": self.compile_config})
 
@@ -85,10 +88,11 @@ class OpenVinoInt8:
     precision: str = "f32"  # of the ops NNCF leaves in float
 
     def export(self, weights: CanonicalWeights, export_dir: Path, calibration) -> ExportedArtifact:
-        import nncf
-
         source = _onnx_source(Path(export_dir))
-        quantized = quantize(ov.convert_model(str(source)), calibration, list(weights.config.output_names))
+        with telemetry_off():
+            import nncf
+
+            quantized = quantize(ov.convert_model(str(source)), calibration, list(weights.config.output_names))
         extra = {"tier": "int8", "compile_config": {"INFERENCE_PRECISION_HINT": self.precision},
                  "quantization": {"method": "nncf static", "model_type": "transformer", "smooth_quant": False,
                                   **calibration.record()}}

@@ -8,6 +8,7 @@ model is shared, a request is not.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -15,9 +16,11 @@ import threading
 from pathlib import Path
 
 import numpy as np
-import openvino as ov
 
 from kobert.runtimes.base import Runtime
+from kobert.runtimes.openvino_telemetry import TELEMETRY_OFF, import_openvino
+
+ov = import_openvino()
 
 # Without a recorded config (an IR from elsewhere), run what the IR says: f32, not the CPU's bf16 default.
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}
@@ -45,7 +48,8 @@ def compiles_here(xml: Path, config: dict) -> None:
         return
     try:  # a compile that hangs is an error too, never a server stuck at start-up
         done = subprocess.run([sys.executable, "-c", COMPILE_PROBE, str(xml), json.dumps(config)],
-                              capture_output=True, text=True, timeout=COMPILE_PROBE_TIMEOUT_S)
+                              capture_output=True, text=True, timeout=COMPILE_PROBE_TIMEOUT_S,
+                              env={**os.environ, **TELEMETRY_OFF})
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"{xml}: OpenVINO {ov.__version__} did not finish compiling the IR in "
                            f"{COMPILE_PROBE_TIMEOUT_S} s (a child process); use --runtime onnx") from None
