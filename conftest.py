@@ -26,6 +26,30 @@ def pytest_addoption(parser):
     parser.addoption("--fast", action="store_true", help="leave out the tests in ci/slow-tests.txt")
 
 
+def artifacts_asked_for(request, artifacts: list[str]) -> list[str]:
+    """Of `artifacts`, those the selected tests using this module-scoped export fixture will open.
+
+    A shared export fixture serves tests parametrized over `artifact=`; in the fast tier or under `-k`
+    only some of them run, so only their artifacts are built (in the full suite: all). A test without
+    that parameter opens the first artifact (or only the export's reference/), unless it is marked
+    `every_artifact`.
+    """
+    asked = {artifacts[0]}
+    for item in request.session.items:
+        if item.module is not request.module or request.fixturename not in item.fixturenames:
+            continue
+        if item.get_closest_marker("every_artifact"):
+            return list(artifacts)
+        asked.add(getattr(getattr(item, "callspec", None), "params", {}).get("artifact"))
+    return [a for a in artifacts if a in asked]
+
+
+@pytest.fixture(scope="session")
+def artifacts_to_build():
+    """`artifacts_asked_for`, for a module-scoped export fixture to call with its own `request`."""
+    return artifacts_asked_for
+
+
 def pytest_collection_modifyitems(config, items):
     if not config.getoption("--fast") or not SLOW_TESTS.exists():
         return

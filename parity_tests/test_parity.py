@@ -40,10 +40,10 @@ def export_and_compare(checkpoint, out, tokenizer=None, targets=None):
 
 
 @pytest.fixture(scope="module")
-def tiny_export(tmp_path_factory, default_tokenizer_dir):
+def tiny_export(tmp_path_factory, default_tokenizer_dir, request, artifacts_to_build):
     root = tmp_path_factory.mktemp("tiny")
     checkpoint = init_checkpoint(preset("tiny").with_head("sequence_classification", 3), root / "ck", seed=21)
-    targets = [artifact for _, artifact in FP32_RUNS if artifact]
+    targets = artifacts_to_build(request, [artifact for _, artifact in FP32_RUNS if artifact])
     return checkpoint, export_and_compare(checkpoint, root / "export", tokenizer=default_tokenizer_dir, targets=targets)
 
 
@@ -89,6 +89,7 @@ def test_reload_at_a_new_length_with_int32_inputs(tiny_export, runtime, artifact
     assert_close(got, want, mask, f"{artifact or runtime}/len77")
 
 
+@pytest.mark.every_artifact
 def test_embed_and_logits_agree_across_runtimes(tiny_export, default_tokenizer_dir):
     if default_tokenizer_dir is None:
         pytest.skip("no shipped tokenizer in this checkout")

@@ -42,6 +42,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 HF4_PYTHON = Path(os.environ.get("KOBERT_HF4_PYTHON") or REPO_ROOT / ".venv-hf4" / "bin" / "python")
 FP32_RUNS = [(t.runtime, name) for name, t in registry.TARGETS.items() if t.gate == "fp32"] + [("torch", None)]
 RUN_IDS = [artifact or runtime for runtime, artifact in FP32_RUNS]
+FP32_ARTIFACTS = [artifact for _, artifact in FP32_RUNS if artifact]
 SCORE_TOLERANCE = 1e-4
 SHAPE = dict(hidden_size=60, num_hidden_layers=3, num_attention_heads=5, intermediate_size=72)
 ENTITY_LABELS = ["O", "B-PS", "I-PS", "B-LC", "I-LC", "B-OG", "I-OG", "B-DT", "I-DT", "B-TI", "I-TI"]
@@ -96,9 +97,8 @@ def head_checkpoint(config: KoBertConfig, out: Path, seed: int, head_weight: str
     return checkpoint
 
 
-def export_everywhere(checkpoint: Path, out: Path, targets=None) -> Path:
-    fp32 = [artifact for _, artifact in FP32_RUNS if artifact]
-    result = export(checkpoint, out, tokenizer=shipped("tokenizer"), targets=targets or fp32)
+def export_everywhere(checkpoint: Path, out: Path, targets: list[str]) -> Path:
+    result = export(checkpoint, out, tokenizer=shipped("tokenizer"), targets=targets)
     assert result.report.passed, result.report.table()
     return result.out
 
@@ -126,14 +126,14 @@ def assert_same(got: dict, want: dict, keys: tuple[str, ...], where: str) -> Non
 
 
 @pytest.fixture(scope="module")
-def ner_export(tmp_path_factory) -> Path:
+def ner_export(tmp_path_factory, request, artifacts_to_build) -> Path:
     root = tmp_path_factory.mktemp("ner")
     config = KoBertConfig(**SHAPE, head="token_classification", num_labels=len(ENTITY_LABELS),
                           id2label=dict(enumerate(ENTITY_LABELS)))
     # "O" and the I- labels favoured a little, so entities run over several tokens and "O" separates them.
     bias = [1.5] + [0.0 if label.startswith("B-") else 1.0 for label in ENTITY_LABELS[1:]]
     checkpoint = head_checkpoint(config, root / "ck", 31, "classifier.weight", "classifier.bias", 40.0, bias)
-    return export_everywhere(checkpoint, root / "export")
+    return export_everywhere(checkpoint, root / "export", artifacts_to_build(request, FP32_ARTIFACTS))
 
 
 @pytest.fixture(scope="module")
@@ -192,11 +192,11 @@ def test_entities_equal_the_token_classification_pipeline(ner_export, ner_refere
 
 
 @pytest.fixture(scope="module")
-def qa_export(tmp_path_factory) -> Path:
+def qa_export(tmp_path_factory, request, artifacts_to_build) -> Path:
     root = tmp_path_factory.mktemp("qa")
     config = KoBertConfig(**SHAPE, head="question_answering", num_labels=2)
     checkpoint = head_checkpoint(config, root / "ck", 32, "qa_outputs.weight", "qa_outputs.bias", 40.0)
-    return export_everywhere(checkpoint, root / "export")
+    return export_everywhere(checkpoint, root / "export", artifacts_to_build(request, FP32_ARTIFACTS))
 
 
 def transformers_4_tokenizer_dir(export_dir: Path, into: Path) -> Path:
@@ -305,13 +305,13 @@ def spread_classifier(checkpoint: Path, texts: list[str], pairs: list[str], spre
 
 
 @pytest.fixture(scope="module")
-def classifier_export(tmp_path_factory) -> Path:
+def classifier_export(tmp_path_factory, request, artifacts_to_build) -> Path:
     root = tmp_path_factory.mktemp("cls")
     config = KoBertConfig(**SHAPE, head="sequence_classification", num_labels=3,
                           id2label=dict(enumerate(SENTIMENT_LABELS)))
     checkpoint = init_checkpoint(config, root / "ck", seed=33)
     spread_classifier(checkpoint, TEXTS, PAIRS)
-    return export_everywhere(checkpoint, root / "export")
+    return export_everywhere(checkpoint, root / "export", artifacts_to_build(request, FP32_ARTIFACTS))
 
 
 @pytest.fixture(scope="module")

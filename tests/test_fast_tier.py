@@ -50,3 +50,48 @@ def test_fast_leaves_out_exactly_the_listed_tests(pytester):
     (pytester.path / "slow-tests.txt").write_text("# comment\ntest_x.py::test_slow\n")
     pytester.runpytest("--fast").assert_outcomes(passed=1, deselected=1)
     pytester.runpytest().assert_outcomes(passed=2)
+
+
+SHARED_EXPORT = '''
+import pytest
+
+BUILT = []
+ARTIFACTS = ["onnx", "tf", "mxnet"]
+
+
+@pytest.fixture(scope="module")
+def export(request, artifacts_to_build):
+    BUILT.append(artifacts_to_build(request, ARTIFACTS))
+
+
+@pytest.mark.parametrize("artifact", ARTIFACTS + [None])
+def test_open(export, artifact):
+    pass
+
+
+def test_reads_the_reference(export):
+    pass
+
+
+@pytest.mark.every_artifact
+def test_compares_all(export):
+    pass
+
+
+def test_built():
+    print("BUILT", BUILT)
+'''
+
+
+def test_a_shared_export_builds_only_the_artifacts_the_selected_tests_open(pytester):
+    pytester.makeconftest((ROOT / "conftest.py").read_text())
+    pytester.makeini("[pytest]\nmarkers =\n    every_artifact: opens every artifact\n")
+    pytester.makepyfile(test_x=SHARED_EXPORT)
+    built = {}
+    for selection in ("mxnet or built", "reference or built", "all or built", "open or built"):
+        result = pytester.runpytest("-s", "-k", selection)
+        built[selection] = next(line for line in result.outlines if "BUILT" in line)
+    assert built["mxnet or built"].endswith("BUILT [['onnx', 'mxnet']]")  # the first artifact is always built
+    assert built["reference or built"].endswith("BUILT [['onnx']]")
+    assert built["all or built"].endswith("BUILT [['onnx', 'tf', 'mxnet']]")
+    assert built["open or built"].endswith("BUILT [['onnx', 'tf', 'mxnet']]")
