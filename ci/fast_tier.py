@@ -13,6 +13,10 @@ fixtures are charged to the first test that used them, so re-measure the fast ti
 
 --keep-listed also keeps every test the current list names (tests a commit listed by hand as slow, or that no
 given log measured): the way to cut a tier that has grown, from a fast run's log alone.
+
+Listed by hand, because a log charges a shared fixture to whichever test pays it first: the parity_tests
+runs of every runtime but onnx and torch (each runtime's own test file keeps it in the tier), and the spoke
+tests of every head but sequence_classification-2 (one export per head), so their exports stay out.
 """
 
 from __future__ import annotations
