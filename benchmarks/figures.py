@@ -35,7 +35,7 @@ BLOCK = re.compile(r"^(<!-- figures: ([\w-]+) -->\n)(.*?)^(<!-- /figures -->)", 
 SHAPES = ["b1 s16", "b1 s128", "b8 s128", "b32 s128"]
 BENCH = "bench-2026-12-06.json"  # `kobert bench --json`: every row at KoBERT-base, then the shipped default
 BENCH_TIERS = "bench-tiers-2026-12-06.json"  # `kobert bench --targets ... --skip-default`: the fast tiers at KoBERT-base
-THROUGHPUT = "throughput-2026-12-02.json"
+THROUGHPUT = "throughput-2026-12-06.json"  # `throughput.py --sweep`: every runtime, then the sweep
 TIERS = "throughput-tiers-2026-12-06.json"  # `throughput.py --logits-only`: the fast tiers side by side
 TASKS = "tasks-2026-12-05.json"
 ORT_PROFILE = "ort-profile-2026-12-06.json"  # benchmarks/ort_profile.py --json
@@ -214,8 +214,8 @@ def throughput() -> list[str]:
         rows.append([label, docs, n(r["x_pipeline"], 2), st, n(r["tokenizing_percent"], 1), rss, check])
     header = [f"row ({data['docs']:,} reviews)", "docs/s", "× pipeline", "× sentence-transformers", "tokenizing %",
               "peak RSS MB", "accuracy / min cosine vs torch"]
-    return [f"Batch {data['batch_size']}, {data['note']}; {data['machine']}.", "", *md(header, rows), "",
-            provenance(data, THROUGHPUT)]
+    lead = ", ".join(part for part in (f"Batch {data['batch_size']}", data.get("note")) if part)
+    return [f"{lead}; {data['machine']}.", "", *md(header, rows), "", provenance(data, THROUGHPUT)]
 
 
 def throughput_sweep() -> list[str]:
@@ -234,28 +234,7 @@ def throughput_sweep() -> list[str]:
 
 
 def throughput_goals() -> list[str]:
-    data = load(THROUGHPUT)
-    rows = data["rows"]
-    best_window = max(data["sweep"], key=lambda c: c["docs_per_s"])["docs_per_s"] / rows["transformers pipeline"]["docs_per_s"]
-    fp32, int8 = rows["rt.logits onnx fp32"]["x_pipeline"], rows["rt.logits onnx int8"]["x_pipeline"]
-    # `summary` holds what the run computed over every row it printed (the table shows a subset).
-    summary = data.get("summary", {})
-    shares = [r["tokenizing_percent"] for r in rows.values() if r["tokenizing_percent"] is not None]
-    shares = [summary.get("tokenizing_percent_min", min(shares)), summary.get("tokenizing_percent_max", max(shares))]
-    growth = summary.get("run_rss_growth_percent", 100 * max(
-        big / small - 1 for r in rows.values() if isinstance(r["peak_rss_mb"], list) for big, small in [r["peak_rss_mb"]])) / 100
-    accuracies = {r["accuracy_percent"] for r in rows.values() if "accuracy_percent" in r}
-    table = [["ONNX Runtime fp32 ≥ 3× the transformers pipeline",
-              f"{fp32:.2f}× ({best_window:.2f}× with the 32-batch window)", "met" if fp32 >= 3 else "**missed**"],
-             ["ONNX Runtime int8 ≥ 5× the pipeline", f"{int8:.2f}×", "met" if int8 >= 5 else "**missed**"],
-             ["tokenizing ≤ 10 % of end-to-end (`rt.logits` / `rt.embed`)",
-              f"{min(shares):.1f}–{max(shares):.1f} % over every runtime", "met" if max(shares) <= 10 else "**missed**"],
-             ["`kobert run` peak RSS flat in the number of reviews",
-              f"at most +{100 * growth:.1f} % from a tenth of the reviews to all", "met" if growth <= 0.1 else "**missed**"],
-             ["every runtime gives torch's labels",
-              " / ".join(f"{a:.2f} %" for a in sorted(accuracies)) + " from every row with labels",
-              "met" if len(accuracies) == 1 else "**missed**"]]
-    return [*md(["goal", "measured", "status"], table), "", provenance(data, THROUGHPUT)]
+    return goal_rows(THROUGHPUT)
 
 
 def throughput_tiers() -> list[str]:
@@ -275,11 +254,15 @@ def throughput_tiers() -> list[str]:
 
 
 def throughput_tier_goals() -> list[str]:
+    return goal_rows(TIERS)
+
+
+def goal_rows(name: str) -> list[str]:
     """The goals as `throughput.py` judged them in the run that wrote the file (`goals`)."""
-    data = load(TIERS)
+    data = load(name)
     table = [[g["goal"].replace(">=", "≥").replace("<=", "≤"), g["measured"],
               g["status"] if g["status"] == "met" else f"**{g['status']}**"] for g in data["goals"]]
-    return [*md(["goal", "measured", "status"], table), "", provenance(data, TIERS)]
+    return [*md(["goal", "measured", "status"], table), "", provenance(data, name)]
 
 
 # --- tokenizer, eval, deployment ---------------------------------------------------------------------
@@ -386,6 +369,26 @@ def keras_nsmc() -> list[str]:
             provenance(data, name)]
 
 
+def tf_text_bench() -> list[str]:
+    """benchmarks/tf_text_bench.py's JSON: the tf-text SavedModel on NSMC reviews, both paths side by side."""
+    name = "tf-text-bench.json"
+    data = load(name)
+    seconds, ids, reviews = data["seconds"], data["ids"], data["reviews"]
+    table = [
+        [f"{reviews:,} reviews, text to logits", f"text in the graph (`serving_default`) {seconds['text_in_the_graph']:.2f} s; "
+         f"kobert's tokenizer + `serving_ids` {seconds['python_tokenizer_then_serving_ids']:.2f} s"],
+        ["tokenizing alone", f"in the graph (`tokenize`) {1000 * seconds['tokenize_in_the_graph']:.0f} ms; "
+         f"kobert's tokenizer {1000 * seconds['tokenize_in_python']:.0f} ms"],
+        ["ids, review by review", f"equal to kobert's tokenizer's on {ids['ids_equal']:,}; the same pieces in another "
+         f"order on {ids['same_pieces_other_order']:,} (exact score ties); other differences {ids['other_difference']:,}; "
+         f"equal to Python sentencepiece's on {ids['equal_to_sentencepiece']:,}"],
+        ["labels", f"{data['labels_equal']:,} of {reviews:,} equal between the two paths"],
+        ["SavedModel size", f"{data['savedmodel_mb']['tf-text']} MB (the `tf` SavedModel: {data['savedmodel_mb']['tf']} MB)"],
+    ]
+    lead = data["machine"][:1].upper() + data["machine"][1:]
+    return [f"{lead}.", "", *md(["", "figure"], table), "", provenance(data, name)]
+
+
 def headline() -> list[str]:
     """README's one line per figure, each linking to its page (README-relative links)."""
     nsmc, tp = load("eval-nsmc-default.json"), load(TIERS)
@@ -412,7 +415,7 @@ TABLES = {
     "throughput-tiers": throughput_tiers, "throughput-tier-goals": throughput_tier_goals,
     "tokenizer-libraries": tokenizer_libraries, "tokenizer-pipeline": tokenizer_pipeline,
     "eval-nsmc-default": eval_nsmc_default, "headline": headline, "tasks": tasks, "web-bench": web_bench, "mms-bench": mms_bench,
-    "spark-bulk": spark_bulk, "keras-nsmc": keras_nsmc,
+    "spark-bulk": spark_bulk, "keras-nsmc": keras_nsmc, "tf-text-bench": tf_text_bench,
 }
 
 
@@ -500,6 +503,7 @@ def import_throughput(raw: dict, command: str) -> dict:
         return r["docs"] / r["seconds"]
 
     pipeline, st = rows.get("transformers pipeline"), rows.get("sentence-transformers encode")
+    torch_vectors = rows.get("rt.embed torch/reference", {}).get("first_vectors")
     out, sweep = {}, []
     for label, r in rows.items():
         if label.startswith("sweep"):
@@ -520,10 +524,20 @@ def import_throughput(raw: dict, command: str) -> dict:
             row["accuracy_percent"] = round(100 * r["accuracy"], 2)
         if "agreement" in r:
             row["agreement_percent"] = round(100 * r["agreement"], 2)
+        if "first_vectors" in r and torch_vectors:
+            row["min_cosine"] = round(min_cosine(r["first_vectors"], torch_vectors), 6)
         out[label] = row
     return {**_stamp(raw, command), "machine": f"1-minute load average {raw.get('load_average', 0):.1f}",
             "docs": raw["docs"], "batch_size": 32, "window_batches": None, "note": "", "rows": out, "sweep": sweep,
             "goals": raw.get("goals", [])}
+
+
+def min_cosine(rows_a: list[list[float]], rows_b: list[list[float]]) -> float:
+    """The lowest cosine between paired vectors (an embedding row's first vectors against torch's)."""
+    def cosine(a, b):
+        return sum(x * y for x, y in zip(a, b)) / (sum(x * x for x in a) * sum(y * y for y in b)) ** 0.5
+
+    return min(cosine(a, b) for a, b in zip(rows_a, rows_b, strict=True))
 
 
 # What the task table says of each task: its name and data, the metric, KoBERT's published figure.

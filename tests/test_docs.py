@@ -24,6 +24,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -168,6 +169,69 @@ def test_tier_goals_are_judged_by_the_run_and_rendered_from_its_json(tmp_path, m
     assert "| rt.logits openvino/openvino-int8 | 16 | 4.80 | 4.00 | 5.0 | 300 | 50.00 % | 100.00 % |" in tiers
     assert "| the bf16 tier (AMX CPU) ≥ 4x the transformers pipeline | 3.00x (openvino/openvino-bf16) | " \
            "**missed: this CPU has no AMX** |" in "\n".join(figures.throughput_tier_goals())
+
+
+def test_the_full_run_renders_its_own_goals_and_embedding_cosines(tmp_path, monkeypatch):
+    """import-throughput of a full run (rt.embed, kobert run at N and N/10, the sweep): each embedding row gets
+    its min cosine to torch's first vectors, `kobert run` pairs its two sizes, and the goals table is the run's."""
+    figures = _figures()
+    embed = {"docs": 10, "seconds": 1.0, "tokenize_seconds": 0.05, "peak_rss_mb": 300.0}
+    rows = {"rt.embed torch/reference": {**embed, "first_vectors": [[1.0, 0.0], [0.0, 1.0]]},
+            "rt.embed onnx/onnx": {**embed, "first_vectors": [[1.0, 0.0], [1.0, 1.0]]},
+            "kobert run onnx/onnx": {"docs": 10, "seconds": 2.0, "peak_rss_mb": 220.0},
+            "kobert run onnx/onnx @1": {"docs": 1, "seconds": 0.5, "peak_rss_mb": 200.0},
+            "transformers pipeline": {"docs": 10, "seconds": 4.0, "peak_rss_mb": 500.0, "accuracy": 0.5},
+            "sweep onnx/onnx batch 64 window 32": {**embed, "accuracy": 0.5}}
+    goals = [{"goal": "kobert run peak RSS flat (10x the reviews, within 10 %)", "measured": "at most +10.0 %",
+              "status": "met"}]
+    raw = {"rows": rows, "docs": 10, "goals": goals, "load_average": 2.0,
+           "cpu": {"model": "test CPU", "cpus": 2, "flags": {}}}
+    record = figures.import_throughput(raw, "python benchmarks/throughput.py --sweep")
+    assert record["rows"]["rt.embed onnx/onnx"]["min_cosine"] == 0.707107
+    assert record["rows"]["kobert run onnx/onnx"]["docs_per_s"] == [5, 2]
+    assert record["sweep"] == [{"batch": 64, "window_batches": 32, "docs_per_s": 10, "peak_rss_mb": 300}]
+    (tmp_path / "throughput.json").write_text(json.dumps(record))
+    monkeypatch.setattr(figures, "RESULTS", tmp_path)
+    monkeypatch.setattr(figures, "THROUGHPUT", "throughput.json")
+    table = figures.throughput()
+    assert table[0] == "Batch 32; 1-minute load average 2.0."
+    assert "| rt.embed onnx/onnx | 10 | 4.00 |  | 5.0 | 300 | 0.707107 |" in table  # no sentence-transformers row
+    assert "| kobert run peak RSS flat (10x the reviews, within 10 %) | at most +10.0 % | met |" in figures.throughput_goals()
+
+
+def test_tf_text_bench_sorts_each_review_and_the_table_reads_what_it_writes(tmp_path, monkeypatch):
+    """tf_text_bench.py: the graph's ids equal kobert's, or the same pieces reordered (a tie), or differ;
+    sentencepiece's ids are cut at the same length; its result file renders as the tf-serving page's table."""
+    figures = _figures()
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import tf_text_bench
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+
+    class Tensor(np.ndarray):
+        def numpy(self):
+            return np.asarray(self)
+
+    graph = np.array([[2, 10, 11, 3, 1], [2, 11, 10, 3, 1], [2, 12, 3, 1, 1], [2, 10, 11, 12, 3]])
+    mask = (graph != 1).astype(int)
+    python = np.array([[2, 10, 11, 3, 1], [2, 10, 11, 3, 1], [2, 13, 3, 1, 1], [2, 10, 11, 12, 3]])
+    pieces = {"a": [10, 11], "b": [10, 11], "c": [13], "long": [10, 11, 12, 14]}  # "long" is cut at 5 - 2
+    counts = tf_text_bench.compare_ids(list(pieces), [{"input_ids": graph.view(Tensor), "attention_mask": mask.view(Tensor)}],
+                                       [{"input_ids": python, "attention_mask": (python != 1).astype(int)}],
+                                       pieces.get, max_length=5)
+    assert counts == {"ids_equal": 2, "same_pieces_other_order": 1, "other_difference": 1, "equal_to_sentencepiece": 2}
+    record = {"date": "2026-12-06", "cpu": "test CPU", "command": "python benchmarks/tf_text_bench.py --json x",
+              "machine": "the first 4 reviews; load 0.1", "reviews": 4, "batch_size": 64, "runs": 5,
+              "seconds": {"text_in_the_graph": 1.0, "python_tokenizer_then_serving_ids": 2.0,
+                          "tokenize_in_the_graph": 0.025, "tokenize_in_python": 0.05},
+              "ids": counts, "labels_equal": 4, "savedmodel_mb": {"tf-text": 27.3, "tf": 22.0}}
+    (tmp_path / "tf-text-bench.json").write_text(json.dumps(record))
+    monkeypatch.setattr(figures, "RESULTS", tmp_path)
+    table = figures.tf_text_bench()
+    assert table[0] == "The first 4 reviews; load 0.1."
+    assert "| tokenizing alone | in the graph (`tokenize`) 25 ms; kobert's tokenizer 50 ms |" in table
+    assert "| labels | 4 of 4 equal between the two paths |" in table
 
 
 def test_tokenizer_and_ort_scripts_write_what_their_tables_read(tmp_path, monkeypatch):
