@@ -41,16 +41,6 @@ def folder_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
 
-def python_sentencepiece(model_file: Path):
-    """text -> KoBERT ids by Python sentencepiece and KoBERT's id rule (specials 0-4, the other pieces sorted)."""
-    import sentencepiece as spm
-
-    sp = spm.SentencePieceProcessor(model_file=str(model_file))
-    normal = sorted(sp.id_to_piece(i) for i in range(sp.get_piece_size()) if not (sp.is_unknown(i) or sp.is_control(i)))
-    kobert_id = {piece: i + 5 for i, piece in enumerate(normal)}
-    return lambda text: [0 if sp.is_unknown(i) else kobert_id[sp.id_to_piece(i)] for i in sp.encode(text)]
-
-
 def compare_ids(texts, graph_outputs, python_ids, sentencepiece, max_length: int) -> dict:
     """Per review: the graph's ids against kobert's tokenizer's and Python sentencepiece's (truncated alike)."""
     counts = {"ids_equal": 0, "same_pieces_other_order": 0, "other_difference": 0, "equal_to_sentencepiece": 0}
@@ -101,6 +91,9 @@ def measure(export_dir: Path, texts: list[str], runs: int) -> dict:
     python_labels = np.concatenate([
         ids_signature(**{k: tf.constant(v) for k, v in ids.items()})["logits"].numpy().argmax(-1) for ids in python_ids])
     graph_labels = np.concatenate([outputs["logits"].numpy().argmax(-1) for outputs in graph_outputs])
+    sys.path.insert(0, str(REPO / "tests"))
+    from conftest import python_sentencepiece  # the tests' independent reference: sentencepiece + the id rule
+
     sentencepiece = python_sentencepiece(export_dir / "tokenizer" / "tokenizer.model")
     return {"seconds": {k: round(v, 3) for k, v in seconds.items()},
             "ids": compare_ids(texts, graph_outputs, python_ids, sentencepiece, max_length),

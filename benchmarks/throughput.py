@@ -190,13 +190,6 @@ def runtime_rows(export_dir: Path, targets: str | None = None) -> list[tuple[str
                                               if name in registry.TARGETS and name in wanted]
 
 
-def cosine_rows(a, b) -> float:
-    import numpy as np
-
-    a, b = np.asarray(a), np.asarray(b)
-    return float(((a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))).min())
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=None, help="only the first N reviews (default: all 50,000)")
@@ -287,6 +280,7 @@ def agree_with_torch(rows: dict) -> None:
 
 
 def table(results: dict, count: int) -> str:
+    from figures import min_cosine  # the cosine the docs' table is imported with
     from kobert.bench import cpu_line
 
     rows = results["rows"]
@@ -307,7 +301,7 @@ def table(results: dict, count: int) -> str:
             if "agreement" in r:
                 check += f" (agrees with torch on {100 * r['agreement']:.2f} %)"
         elif "first_vectors" in r and torch_vectors:
-            check = f"{cosine_rows(r['first_vectors'], torch_vectors):.6f}"
+            check = f"{min_cosine(r['first_vectors'], torch_vectors):.6f}"
         else:
             check = "-"
         lines.append(f"| {label} | {rate:,.0f} | {vs_pipe} | {vs_st} | {share} | {r['peak_rss_mb']:.0f} | {check} |")

@@ -19,6 +19,17 @@ def shared_data_dir() -> Path:
     return data_dir()
 
 
+def python_sentencepiece(model_file):
+    """text -> KoBERT ids by Python sentencepiece and the id rule alone (as tests/test_tokenizer.py): the
+    independent reference for a tokenizer's ids (also read by benchmarks/tf_text_bench.py)."""
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(model_file))
+    normal = sorted(sp.id_to_piece(i) for i in range(sp.get_piece_size()) if not (sp.is_unknown(i) or sp.is_control(i)))
+    kobert_id = {piece: i + 5 for i, piece in enumerate(normal)}
+    return lambda text: [0 if sp.is_unknown(i) else kobert_id[sp.id_to_piece(i)] for i in sp.encode(text)]
+
+
 def generate_korean_documents(n: int, seed: int = 0) -> list[str]:
     """Korean-ish web text: syllables, compatibility jamo (ㅋㅠ), repeated punctuation, Latin, digits."""
     rng = random.Random(seed)

@@ -25,7 +25,7 @@ tf = pytest.importorskip("tensorflow")
 pytest.importorskip("torch")
 pytest.importorskip("tensorflow_text", reason="tensorflow-text not installed (ci/setup.sh installs it --no-deps)")
 
-from conftest import shared_data_dir  # noqa: E402
+from conftest import python_sentencepiece, shared_data_dir  # noqa: E402
 
 ATOL = 1e-4  # the fp32 gate
 TEXTS = ["한국어 모델을 공유합니다.", "이 영화 정말 재밌어요 ㅋㅋㅋ 강추!!", "스토리가 너무 지루하고 연기도 별로였다....",
@@ -323,16 +323,6 @@ def test_tf_serving_rest_predict(export_dir, reference):
 
 
 # --- 1,000 NSMC reviews through the text signature ---------------------------------------------------
-
-
-def python_sentencepiece(model_file):
-    """text -> KoBERT ids by Python sentencepiece and the id rule alone (as tests/test_tokenizer.py)."""
-    import sentencepiece as spm
-
-    sp = spm.SentencePieceProcessor(model_file=str(model_file))
-    normal = sorted(sp.id_to_piece(i) for i in range(sp.get_piece_size()) if not (sp.is_unknown(i) or sp.is_control(i)))
-    kobert_id = {piece: i + 5 for i, piece in enumerate(normal)}
-    return lambda text: [0 if sp.is_unknown(i) else kobert_id[sp.id_to_piece(i)] for i in sp.encode(text)]
 
 
 @pytest.mark.shared_data
